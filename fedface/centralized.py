@@ -1,0 +1,114 @@
+"""`fedface train`: centralized ArcFace training on the train identities of the partition table, then evaluation.
+
+This is the unprotected (or protected, with ``protect=...``) baseline every federated table is compared with.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from fedface.data.partition import make_partition
+from fedface.data.sources import load_faces
+from fedface.eval import evaluate
+from fedface.models import build_backbone, build_head, count_parameters
+from fedface.protect import build_protection, needs_key
+from fedface.runs import RunDir, machine_info, seed_everything
+from fedface.train import NonFiniteLossError, TrainConfig, pick_device, train_local
+
+log = logging.getLogger(__name__)
+
+
+def load_data(data_cfg) -> Any:
+    """The dataset named by the ``data`` config group."""
+    name = data_cfg.name
+    if name == "synthetic":
+        return load_faces("synthetic", num_identities=int(data_cfg.num_identities),
+                          images_per_identity=int(data_cfg.images_per_identity),
+                          seed=int(data_cfg.generator_seed))
+    return load_faces(name, root=data_cfg.get("root"), path=data_cfg.get("path"),
+                      min_images_per_identity=int(data_cfg.get("min_images_per_identity", 1)))
+
+
+def client_key(protect_cfg) -> bytes | None:
+    """The federation key, read the way a client reads it (node config / environment); None when not keyed.
+
+    Centralized runs and demos accept the fixed demo key, which ``load_key`` logs as insecure.
+    """
+    if not needs_key(protect_cfg):
+        return None
+    from fedface.protect.keys import load_key
+
+    return load_key(None, allow_demo=True)
+
+
+def run_train(cfg: DictConfig) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    gen = seed_everything(int(cfg.seed))
+    device = pick_device(cfg.device)
+    run = RunDir(cfg.run.dir, cfg)
+    data = load_data(cfg.data)
+    table = make_partition(data, cfg.data, int(cfg.seed), root=cfg.data.get("root"))
+    run.write_json("partition.json", table.to_json())
+    train = data.subset(table.train_idx)
+    protection = build_protection(cfg.protect, key=client_key(cfg.protect))
+    spec = protection.output_spec(112, 112)
+    backbone = build_backbone(cfg.model, spec).to(device)
+    head = build_head(cfg.model, backbone.embedding_size, train.num_identities).to(device)
+    tcfg = TrainConfig.from_cfg(cfg.train)
+    results: dict[str, Any] = {
+        "command": "train",
+        "status": "running",
+        "data": table.summary(),
+        "protection": protection.describe(),
+        "model": {"name": cfg.model.name, "parameters": count_parameters(backbone),
+                  "input": list(spec.shape), "stem": backbone.stem.kind},
+        "seed": int(cfg.seed),
+        "machine": machine_info(),
+        "curve": [],
+    }
+    log.info("training %s on %d images of %d identities (%s input %s)", cfg.model.name, len(train),
+             train.num_identities, protection.name, spec.shape)
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        run.tensorboard.add_scalar("train/loss", loss, epoch)
+        point: dict[str, Any] = {"epoch": epoch + 1, "loss": loss}
+        if cfg.eval.every and (epoch + 1) % int(cfg.eval.every) == 0:
+            metrics = evaluate(backbone, protection, data, table, int(cfg.seed), int(cfg.eval.batch_size))
+            point["accuracy"] = metrics["accuracy"]
+            run.tensorboard.add_scalar("eval/accuracy", metrics["accuracy"], epoch)
+        results["curve"].append(point)
+
+    t0 = time.perf_counter()
+    try:
+        stats = train_local(backbone, head, protection, train.images, train.labels, tcfg, gen,
+                            progress=bool(cfg.run.progress), on_epoch=on_epoch)
+    except NonFiniteLossError as err:
+        results.update(status="failed", error=str(err))
+        run.write_json("results.json", results)
+        run.close()
+        raise
+    t_train = time.perf_counter() - t0
+    metrics = evaluate(backbone, protection, data, table, int(cfg.seed), int(cfg.eval.batch_size))
+    results.update(
+        status="done",
+        verification=metrics,
+        train={"seconds": t_train, "steps": stats.steps, "examples": stats.examples,
+               "images_per_second": stats.images_per_second, "seconds_per_epoch": t_train / max(tcfg.epochs, 1),
+               "final_loss": stats.loss},
+        eval_seconds=time.perf_counter() - t0 - t_train,
+    )
+    run.tensorboard.add_scalar("eval/accuracy", metrics["accuracy"], tcfg.epochs)
+    if cfg.run.save_model:
+        from safetensors.torch import save_file
+
+        state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+        state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+        save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(run.path / "model.safetensors"))
+    run.write_json("results.json", results)
+    run.close()
+    return results

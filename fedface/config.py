@@ -1,0 +1,41 @@
+"""Hydra composition for the CLI: ``compose_config(overrides)`` with one-line errors naming the bad key."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(os.environ.get("FEDFACE_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration (unknown key, unknown group option, bad value)."""
+
+
+def compose_config(overrides: list[str], config_name: str = "config") -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not CONFIG_DIR.is_dir():
+        raise ConfigError(f"config folder {CONFIG_DIR} not found (set FEDFACE_CONFIGS)")
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_one_line(err)) from None
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _one_line(err: Exception) -> str:
+    msg = str(err).strip()
+    # Hydra nests the useful part ("Key 'foo' is not in struct", "Could not find 'data/xyz'") in its message
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    return " | ".join(lines[:4])
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

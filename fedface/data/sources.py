@@ -1,0 +1,146 @@
+"""Named face datasets and where their files live.
+
+``load_faces(name, root=None)`` is the public entry point. The data root comes from the argument, then the
+``FEDFACE_DATA`` environment variable, then ``../shared/data`` next to the repository when it exists.
+Decoded images are cached in memory per process and on disk (``FEDFACE_CACHE``, default ~/.cache/fedface) as one
+uint8 .npy file keyed by the file list, sizes and geometry, so a second run does not decode 13k JPEGs again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedface.data.dataset import FaceDataset
+from fedface.data.images import Geometry, list_identity_folders, read_face
+from fedface.data.synthetic import synthetic_faces
+from fedface.io import atomic_save_npy
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    subdir: str
+    geometry: Geometry
+    description: str
+
+
+# The sets in ../shared/data (see its README.md for sources, licences and the crops used here).
+FOLDER_SOURCES: dict[str, FolderSource] = {
+    "orl": FolderSource("orl_faces", Geometry(fit="pad"), "ORL / AT&T, 40 people x 10, 92x112 padded to 112"),
+    "lfwa": FolderSource(
+        "lfwa", Geometry(crop=(70, 75, 180, 185), fit="resize"), "LFW-a aligned gray, crop x70-179 y75-184 -> 112"
+    ),
+    "lfw_min20": FolderSource(
+        "lfw_min20", Geometry(crop=(25, 25, 125, 125), fit="resize"), "LFW thumbnails (>=20/person), centre 100 -> 112"
+    ),
+}
+KNOWN_DATASETS = sorted([*FOLDER_SOURCES, "folder", "synthetic"])
+
+
+def default_data_root() -> Path | None:
+    env = os.environ.get("FEDFACE_DATA")
+    if env:
+        return Path(env)
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    path = Path(root) if root else default_data_root()
+    if path is None:
+        raise FileNotFoundError(
+            "no face data root: set data.root=<path> or FEDFACE_DATA, or place the data in ../shared/data"
+        )
+    if not path.is_dir():
+        raise FileNotFoundError(f"face data root {path} does not exist (data.root / FEDFACE_DATA)")
+    return path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FEDFACE_CACHE", Path.home() / ".cache" / "fedface"))
+
+
+_MEMORY: dict[str, FaceDataset] = {}
+
+
+def load_faces(
+    name: str,
+    root: str | os.PathLike | None = None,
+    min_images_per_identity: int = 1,
+    path: str | os.PathLike | None = None,
+    **synthetic_kwargs,
+) -> FaceDataset:
+    """Load a named face dataset: orl, lfwa, lfw_min20, folder (``path`` = any identity-per-folder tree), synthetic."""
+    if name == "synthetic":
+        data = synthetic_faces(**synthetic_kwargs)
+    elif name == "folder":
+        if path is None:
+            raise ValueError("data=folder needs data.path=<folder with one sub-folder per identity>")
+        data = load_folder(Path(path), Geometry(), name="folder")
+    elif name in FOLDER_SOURCES:
+        src = FOLDER_SOURCES[name]
+        data = load_folder(resolve_root(root) / src.subdir, src.geometry, name=name)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)}")
+    if min_images_per_identity > 1:
+        counts = data.counts()
+        keep = np.flatnonzero(counts[data.labels.numpy()] >= min_images_per_identity)
+        data = data.subset(keep, name=data.name)
+    return data
+
+
+def load_folder(folder: Path, geometry: Geometry, name: str) -> FaceDataset:
+    """Every image under ``folder/<identity>/``; empty identity folders are skipped with a warning naming them."""
+    people = list_identity_folders(folder)
+    files, labels, names = [], [], []
+    for person, paths in people:
+        if not paths:
+            log.warning("skipping empty identity folder %s", folder / person)
+            continue
+        names.append(person)
+        files.extend(paths)
+        labels.extend([len(names) - 1] * len(paths))
+    if not files:
+        raise ValueError(f"no face images found under {folder} (expected one sub-folder per identity)")
+    rel = [str(f.relative_to(folder)) for f in files]
+    key = _cache_key(folder, files, geometry)
+    if key not in _MEMORY:
+        _MEMORY[key] = FaceDataset(
+            torch.from_numpy(_decode_cached(key, files, geometry)), torch.tensor(labels), names, rel, name
+        )
+    return _MEMORY[key]
+
+
+def _cache_key(folder: Path, files: list[Path], geometry: Geometry) -> str:
+    h = hashlib.sha256(f"{folder.resolve()}|{geometry.key()}|v1".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_cached(key: str, files: list[Path], geometry: Geometry) -> np.ndarray:
+    cached = cache_dir() / f"faces-{key}.npy"
+    if cached.exists():
+        arr = np.load(cached)
+        if arr.shape[0] == len(files):
+            return arr
+    from tqdm import tqdm
+
+    arr = np.stack(
+        [read_face(f, geometry) for f in tqdm(files, desc="decoding faces", disable=len(files) < 2000, leave=False)]
+    )
+    try:
+        atomic_save_npy(cached, arr)
+    except OSError as err:  # a read-only home must not stop a run
+        log.warning("could not write face cache %s: %s", cached, err)
+    return arr

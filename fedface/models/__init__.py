@@ -1,0 +1,58 @@
+"""Face models: one stem (per input kind) + one iResNet trunk, and the ArcFace head.
+
+``build_backbone(model_cfg, input_spec)`` is the only constructor; ``model.name`` picks a trunk from
+``iresnet.TRUNKS`` (``fedface_net`` is the default narrow CPU backbone, ``tiny`` the fast-test CNN, ``iresnet18/34/50``
+the arcface_torch depths) and ``model.stem`` picks the stem (``auto`` = by input shape).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedface.models.arcface import ArcFace
+from fedface.models.iresnet import TRUNKS, Trunk
+from fedface.models.stems import CheckedStem, pick_stem
+from fedface.protect.base import InputSpec
+
+
+class Backbone(nn.Module):
+    def __init__(self, stem: CheckedStem, trunk: Trunk):
+        super().__init__()
+        self.stem, self.trunk = stem, trunk
+
+    @property
+    def embedding_size(self) -> int:
+        return self.trunk.features.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.stem(x))
+
+
+def build_backbone(cfg: Mapping[str, Any], spec: InputSpec) -> Backbone:
+    name = cfg.get("name", "fedface_net")
+    if name not in TRUNKS:
+        raise ValueError(f"unknown model.name={name!r}; known: {', '.join(sorted(TRUNKS))}")
+    widths, blocks, strides, size = TRUNKS[name]
+    mult = float(cfg.get("width", 1.0))
+    widths = [max(8, int(round(w * mult))) for w in widths]
+    stem_channels = max(8, int(round(64 * mult)))
+    trunk = Trunk(widths, blocks, strides, size, int(cfg.get("embedding_size", 128)), stem_channels,
+                  float(cfg.get("dropout", 0.0)))
+    stem = CheckedStem(pick_stem(cfg.get("stem", "auto"), spec), spec, size, stem_channels)
+    return Backbone(stem, trunk)
+
+
+def build_head(cfg: Mapping[str, Any], embedding_size: int, num_classes: int) -> ArcFace:
+    head = cfg.get("head", {})
+    return ArcFace(embedding_size, num_classes, float(head.get("s", 64.0)), float(head.get("m", 0.5)),
+                   bool(head.get("easy_margin", False)))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["ArcFace", "Backbone", "build_backbone", "build_head", "count_parameters"]

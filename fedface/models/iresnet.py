@@ -1,0 +1,77 @@
+"""iResNet trunk (arcface_torch ``backbones/iresnet.py`` style: BN-conv-BN-PReLU-conv-BN blocks, BN-dropout-FC-BN
+embedding), made to start from a stem's feature map so raw pixels and frequency channels share the same trunk.
+
+Depths: iresnet18 [2,2,2,2], iresnet34 [3,4,6,3], iresnet50 [3,4,14,3] (Deng et al. 2019, arcface_torch), widths
+64-128-256-512 times ``width``; they expect the stem to deliver 64 channels at 112x112 and halve it four times.
+The default CPU backbone ``fedface_net`` is a narrow iResNet: the stem delivers 64 channels at 14x14 (the BDCT grid),
+then three stages of 2 blocks at 64@14, 128@7, 256@4 -> 128-d embedding (~3.6M parameters).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+
+
+class IBasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.conv1 = conv3x3(cin, cout)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.prelu = nn.PReLU(cout)
+        self.conv2 = conv3x3(cout, cout, stride)
+        self.bn3 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+class Trunk(nn.Module):
+    """Stages of IBasicBlocks on a stem's (64, R, R) output, then the arcface_torch embedding layer."""
+
+    def __init__(self, widths, blocks, strides, input_size: int, embedding_size: int = 128,
+                 stem_channels: int = 64, dropout: float = 0.0):
+        super().__init__()
+        if not len(widths) == len(blocks) == len(strides):
+            raise ValueError("model.widths, model.blocks and model.strides must have the same length")
+        self.input_size, self.stem_channels = input_size, stem_channels
+        layers, cin, size = [], stem_channels, input_size
+        for width, n, stride in zip(widths, blocks, strides):
+            for b in range(n):
+                layers.append(IBasicBlock(cin, width, stride if b == 0 else 1))
+                cin = width
+            size = math.ceil(size / stride)
+        self.stages = nn.Sequential(*layers)
+        self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin * size * size, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
+        nn.init.constant_(self.features.weight, 1.0)
+        self.features.weight.requires_grad = False  # arcface_torch keeps the embedding BN scale fixed at 1
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn2(self.stages(x))
+        return self.features(self.fc(self.dropout(torch.flatten(x, 1))))
+
+
+# name -> (widths, blocks, strides, trunk input size)
+TRUNKS = {
+    "fedface_net": ((64, 128, 256), (2, 2, 2), (1, 2, 2), 14),
+    "tiny": ((16, 32), (1, 1), (1, 2), 14),
+    "iresnet18": ((64, 128, 256, 512), (2, 2, 2, 2), (2, 2, 2, 2), 112),
+    "iresnet34": ((64, 128, 256, 512), (3, 4, 6, 3), (2, 2, 2, 2), 112),
+    "iresnet50": ((64, 128, 256, 512), (3, 4, 14, 3), (2, 2, 2, 2), 112),
+}

@@ -1,0 +1,72 @@
+"""One registry of protections: config name -> transform (see ``base.Protection`` for the signature).
+
+``build_protection(cfg, key=None)`` is the only constructor the training routine, the Flower client and the attacks
+use. ``cfg`` is the ``protect`` config group (a mapping with at least ``name``); ``key`` is the federation secret
+for keyed protections, read on the client side only (see ``fedface.protect.keys``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fedface.protect.base import InputSpec, NoProtection, Protection
+
+_REGISTRY: dict[str, Callable[..., Protection]] = {}
+_KEYED: dict[str, Callable[[Mapping[str, Any]], bool]] = {}
+
+
+def register(name: str, needs_key: Callable[[Mapping[str, Any]], bool] | None = None):
+    """Decorator: register a factory ``f(cfg: Mapping, key: bytes | None) -> Protection`` under ``name``.
+
+    ``needs_key(cfg)``: True when this configuration is keyed by the federation secret, which the caller must then
+    load on the client side (``fedface.protect.keys.load_key``) and pass as ``key``.
+    """
+
+    def deco(factory):
+        if name in _REGISTRY:
+            raise ValueError(f"protection {name!r} registered twice")
+        _REGISTRY[name] = factory
+        if needs_key is not None:
+            _KEYED[name] = needs_key
+        return factory
+
+    return deco
+
+
+def needs_key(cfg: Mapping[str, Any] | str) -> bool:
+    """Whether the protection configured by ``cfg`` needs the federation key."""
+    _load_builtin()
+    cfg = {"name": cfg} if isinstance(cfg, str) else cfg
+    rule = _KEYED.get(cfg.get("name", "none"))
+    return bool(rule and rule(cfg))
+
+
+@register("none")
+def _none(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
+    return NoProtection()
+
+
+def known_protections() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def build_protection(cfg: Mapping[str, Any] | str, key: bytes | None = None) -> Protection:
+    _load_builtin()
+    if isinstance(cfg, str):
+        cfg = {"name": cfg}
+    name = cfg.get("name", "none")
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown protection protect.name={name!r}; known: {', '.join(known_protections())}")
+    return _REGISTRY[name](cfg, key)
+
+
+def _load_builtin() -> None:
+    """Import the modules that register the built-in protections (lazy: they import this module)."""
+    import importlib
+
+    for module in ("fedface.protect.frequency", "fedface.protect.baselines"):
+        importlib.import_module(module)
+
+
+__all__ = ["InputSpec", "Protection", "build_protection", "known_protections", "needs_key", "register"]

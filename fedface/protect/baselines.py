@@ -1,0 +1,171 @@
+"""Non-frequency baselines of paper 000's Table 1: ``peep`` (DP), ``noise`` (plain pixel noise), ``instahide``.
+
+All take raw pixels (B, 1, H, W) in [0, 255] and work on the ``none`` standardisation, (x - 127.5) / 127.5.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from fedface.freq.bdct import block_grid
+from fedface.freq.ppfr import draw
+from fedface.protect import register
+from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, InputSpec, Protection
+from fedface.protect.frequency import dct_input
+
+log = logging.getLogger(__name__)
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    return (x - PIXEL_CENTER) / PIXEL_SCALE
+
+
+def laplace(scale: torch.Tensor, shape, generator: torch.Generator | None) -> torch.Tensor:
+    """Laplace(0, scale) by inverse CDF: -scale * sign(u) * log(1 - 2|u|), u ~ U(-1/2, 1/2)."""
+    u = draw(torch.rand, shape, generator, scale.device) - 0.5
+    return -scale * torch.sign(u) * torch.log1p(-2 * u.abs())
+
+
+class Peep(Protection):
+    """`peep`: PEEP (Chamikara et al. 2020): eigenface projection + Laplace noise (local DP). Config: epsilon (5),
+    components (64). Paper 000's DP row uses epsilon = 5; 3 is the stricter setting.
+
+    Eigenfaces (PCA of standardised images) are fit on the client's own images: ``fit(images)``, or automatically on
+    the first batch ``forward`` sees. They are non-persistent buffers -- they describe the client's faces and stay
+    out of ``state_dict``. Each of the K projection weights w_k is clipped to the range [lo_k, hi_k] seen at fit time,
+    so its sensitivity is Delta_k = hi_k - lo_k, and released with Laplace noise of scale Delta_k / epsilon
+    (per-coefficient epsilon, as PEEP perturbs each eigenface weight independently). ``model_input`` is the noisy
+    projection reconstructed back to an image (1, H, W): the model stem stays the raw one.
+    """
+
+    name = "peep"
+
+    def __init__(self, epsilon: float = 5.0, components: int = 64):
+        super().__init__()
+        if epsilon <= 0 or components < 1:
+            raise ValueError(f"peep needs epsilon > 0 and components >= 1, got {epsilon}, {components}")
+        self.epsilon, self.components = epsilon, components
+        for name in ("mean", "basis", "low", "high"):
+            self.register_buffer(name, None, persistent=False)
+        self.shape: tuple[int, int] | None = None
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> Peep:
+        """PCA of ``images`` (N, 1, H, W), N >= 2: the mean face, min(components, N - 1) eigenfaces, weight ranges."""
+        if images.shape[0] < 2:
+            raise ValueError(f"peep needs at least 2 images to fit eigenfaces, got {images.shape[0]}")
+        z = standardize(images.to(torch.float32)).flatten(1)
+        self.mean = z.mean(dim=0)
+        _, _, vh = torch.linalg.svd(z - self.mean, full_matrices=False)
+        self.basis = vh[: min(self.components, z.shape[0] - 1)]
+        w = (z - self.mean) @ self.basis.T
+        self.low, self.high = w.amin(dim=0), w.amax(dim=0)
+        self.shape = tuple(images.shape[-2:])
+        return self
+
+    @property
+    def noise_scale(self) -> torch.Tensor:
+        """Laplace scale per eigenface weight, Delta_k / epsilon."""
+        return (self.high - self.low) / self.epsilon
+
+    def output_spec(self, height: int, width: int) -> InputSpec:
+        return InputSpec(1, height, width)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.basis is None:
+            log.info("peep: fitting %d eigenfaces on the first batch (%d images)", self.components, x.shape[0])
+            self.fit(x)
+        if tuple(x.shape[-2:]) != self.shape:
+            raise ValueError(f"peep was fit on {self.shape} images, got {tuple(x.shape[-2:])}")
+        w = ((standardize(x).flatten(1) - self.mean) @ self.basis.T).clamp(self.low, self.high)
+        w = w + laplace(self.noise_scale.expand_as(w), w.shape, generator)
+        return (self.mean + w @ self.basis).view_as(x)
+
+    def describe(self) -> dict:
+        k = None if self.basis is None else self.basis.shape[0]
+        return {"name": self.name, "epsilon": self.epsilon, "components": self.components, "fitted_components": k}
+
+
+class PixelNoise(Protection):
+    """`noise`: standardised pixels + Gaussian noise of std ``sigma`` (config, default 0.1, in [-1, 1] units)."""
+
+    name = "noise"
+
+    def __init__(self, sigma: float = 0.1):
+        super().__init__()
+        self.sigma = sigma
+
+    def output_spec(self, height: int, width: int) -> InputSpec:
+        return InputSpec(1, height, width)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return standardize(x) + self.sigma * draw(torch.randn, x.shape, generator, x.device)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "sigma": self.sigma}
+
+
+class InstaHide(Protection):
+    """`instahide` (Huang et al. 2020), the inside-dataset variant: each image is mixed with k - 1 random partners
+    from the same batch, weights ~ Dirichlet(1, ..., 1), then every element's sign is flipped at random (the one-time
+    mask). Config: k (2), domain (pixel | freq: mix the ``fr_fd`` coefficients, paper 001's InstaHide-FD).
+
+    Mixing also mixes labels. ``forward`` returns only the tensor; ``last_mix()`` returns (partners, weights) of the
+    last batch, both (B, k), column 0 being the image itself, so that the training routine builds the target
+    y_mix[i] = sum_j weights[i, j] * onehot(y[partners[i, j]]).
+    """
+
+    name = "instahide"
+
+    def __init__(self, k: int = 2, domain: str = "pixel"):
+        super().__init__()
+        if k < 1 or domain not in ("pixel", "freq"):
+            raise ValueError(f"instahide needs k >= 1 and domain pixel|freq, got k={k}, domain={domain!r}")
+        self.k, self.domain = k, domain
+        self._mix: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def output_spec(self, height: int, width: int) -> InputSpec:
+        return InputSpec(64, *block_grid(height, width)) if self.domain == "freq" else InputSpec(1, height, width)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = dct_input(x) if self.domain == "freq" else standardize(x)
+        b = z.shape[0]
+        others = draw(torch.rand, (self.k - 1, b), generator, x.device).argsort(dim=1).T
+        partners = torch.cat([torch.arange(b, device=x.device)[:, None], others], dim=1)
+        weights = -torch.log1p(-draw(torch.rand, (b, self.k), generator, x.device))  # Exp(1) -> Dirichlet(1)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        mixed = torch.einsum("bk,bk...->b...", weights, z[partners])
+        sign = torch.where(draw(torch.rand, z.shape, generator, x.device) < 0.5, -1.0, 1.0)
+        self._mix = (partners, weights)
+        return sign * mixed
+
+    def last_mix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(partners (B, k) long, weights (B, k), rows summing to 1) of the last ``forward``."""
+        if self._mix is None:
+            raise RuntimeError("instahide.last_mix() called before any forward")
+        return self._mix
+
+    def mixed_labels(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        partners, weights = self.last_mix()
+        return labels.to(partners.device)[partners], weights
+
+    def describe(self) -> dict:
+        return {"name": self.name, "k": self.k, "domain": self.domain}
+
+
+@register("peep")
+def _peep(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
+    return Peep(epsilon=float(cfg.get("epsilon", 5.0)), components=int(cfg.get("components", 64)))
+
+
+@register("noise")
+def _noise(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
+    return PixelNoise(sigma=float(cfg.get("sigma", 0.1)))
+
+
+@register("instahide")
+def _instahide(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
+    return InstaHide(k=int(cfg.get("k", 2)), domain=str(cfg.get("domain", "pixel")))

@@ -1,0 +1,1 @@
+"""Tables, plots and reports built from results.json records."""

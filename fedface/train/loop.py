@@ -1,0 +1,181 @@
+"""Local ArcFace training: batches of raw uint8 faces -> augmentation -> protection -> backbone -> ArcFace -> CE.
+
+Everything random (batch order, flips, shifts, the protection's per-image randomness) comes from one
+``torch.Generator`` seeded by the caller, so a client's local steps can be replayed exactly from its seed -- which is
+what the multi-step gradient attack needs (it simulates what the client did with this same function).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedface.models.arcface import soft_targets
+from fedface.protect.base import Protection
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the message names the step and the config keys to look at."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    steps: int | None = None  # when set, stop after this many optimiser steps (overrides epochs)
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0
+    flip: bool = True
+    shift: int = 4  # random translation in pixels (zero padded), 0 disables
+    grad_clip: float = 5.0  # max global grad norm; 0 disables
+    drop_last: bool = True
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - names)
+        if unknown:
+            raise ValueError(f"unknown train config key(s) {', '.join('train.' + k for k in unknown)}")
+        return cls(**{k: cfg[k] for k in cfg})
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    examples: int = 0
+    seconds: float = 0.0
+    loss: float = float("nan")  # mean loss of the last epoch (or of all steps when stopped by ``steps``)
+    epoch_losses: list[float] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def augment_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """uint8 (B, H, W) -> float (B, 1, H, W) in [0, 255] with seeded random flips and translations."""
+    x = images.unsqueeze(1).float()
+    b = x.shape[0]
+    if cfg.flip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
+    if cfg.shift > 0:
+        s = cfg.shift
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (s, s, s, s))
+        dy, dx = torch.randint(0, 2 * s + 1, (2, b), generator=generator).tolist()
+        x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    return x
+
+
+def train_step(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
+               labels: torch.Tensor, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+               generator: torch.Generator) -> torch.Tensor:
+    """One optimiser step on one batch; returns the (detached) loss. Raises NonFiniteLossError on NaN/inf."""
+    device = next(backbone.parameters()).device
+    x = augment_batch(images, cfg, generator)
+    model_input = protection(x, generator=generator).to(device)
+    labels = labels.to(device)
+    mixed = protection.mixed_labels(labels)
+    if mixed is None:
+        loss = F.cross_entropy(head(backbone(model_input), labels), labels)
+    else:  # sample-mixing protections (InstaHide): MixUp-ArcFace, paper 001 Algorithm 1
+        y, c = mixed
+        logits = head(backbone(model_input), y, c)
+        loss = F.cross_entropy(logits, soft_targets(y, c, logits.shape[1]))
+    aux = protection.aux_loss()
+    if aux is not None:
+        loss = loss + aux
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"non-finite loss {loss.item()} (try a lower train.lr or model.head.s)")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        done = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+    raise ValueError(f"unknown train.schedule={cfg.schedule!r}; known: cosine, constant")
+
+
+def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
+                labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
+                optimizer: torch.optim.Optimizer | None = None, progress: bool = False,
+                on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train ``backbone`` + ``head`` (+ the protection's own parameters) on uint8 ``images`` with int ``labels``."""
+    n = len(labels)
+    if n == 0:
+        raise ValueError("cannot train on an empty shard (0 images)")
+    bs = min(cfg.batch_size, n)
+    per_epoch = n // bs if cfg.drop_last else math.ceil(n / bs)
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    if optimizer is None:
+        params = [*backbone.parameters(), *head.parameters(), *protection.parameters()]
+        optimizer = make_optimizer([p for p in params if p.requires_grad], cfg)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    backbone.train(), head.train(), protection.train()
+    result, step, epoch, t0 = TrainResult(), 0, 0, time.perf_counter()
+    bar = _progress(total, progress)
+    while step < total:
+        order = torch.randperm(n, generator=generator)
+        losses = []
+        for start in range(0, per_epoch * bs, bs):
+            if step >= total:
+                break
+            idx = order[start : start + bs]
+            for g, base in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = base * lr_factor(cfg, step, total)
+            try:
+                loss = train_step(backbone, head, protection, images[idx], labels[idx], optimizer, cfg, generator)
+            except NonFiniteLossError as err:
+                raise NonFiniteLossError(f"epoch {epoch} step {step}: {err}") from None
+            losses.append(loss.item())
+            step += 1
+            result.examples += len(idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        result.epoch_losses.append(sum(losses) / max(len(losses), 1))
+        if on_epoch is not None:
+            on_epoch(epoch, result.epoch_losses[-1])
+        epoch += 1
+    bar.close()
+    for g, base in zip(optimizer.param_groups, base_lrs):
+        g["lr"] = base
+    result.steps, result.seconds = step, time.perf_counter() - t0
+    result.loss = result.epoch_losses[-1] if result.epoch_losses else float("nan")
+    return result
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="train", unit="step", disable=not enabled, leave=False, dynamic_ncols=True)

@@ -1,0 +1,38 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fedface.cli import main
+
+FAST = ["data=synthetic", "data.num_identities=12", "data.images_per_identity=6", "data.split.test_identities=4",
+        "data.pairs.per_fold=6", "model=tiny", "train.epochs=1", "train.batch_size=16", "run.progress=false"]
+
+
+def test_train_writes_config_results_and_tensorboard(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *FAST, f"run.dir={run_dir}"]) == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["status"] == "done" and 0.0 <= res["verification"]["accuracy"] <= 1.0
+    assert res["data"]["identities"]["train"] == 8 and res["data"]["pairs"]["pairs"] == 60
+    assert "seed: 0" in (run_dir / "config.yaml").read_text()
+    assert any((run_dir / "tensorboard").iterdir())
+    assert (run_dir / "model.safetensors").exists() and (run_dir / "partition.json").exists()
+    assert "acc %" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.epochz=3", "epochz"),
+    ("data=casia", "casia"),
+    ("data.split.test_identities=12", "data.split.test_identities"),
+])
+def test_user_errors_are_one_line(tmp_path, capsys, override, needle):
+    assert main(["train", *FAST, f"run.dir={tmp_path}", override]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and err.count("\n") <= 2
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "fedface.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "fedface <command>" in out.stdout
