@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fedface train data=orl run.name=demo
+	$(VENV)/bin/fedface train data=orl train.epochs=20 run.name=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -56,6 +56,7 @@ def run_train(cfg: DictConfig) -> dict:
     run.write_json("partition.json", table.to_json())
     train = data.subset(table.train_idx)
     protection = build_protection(cfg.protect, key=client_key(cfg.protect))
+    protection.fit(train.images.unsqueeze(1).float())
     spec = protection.output_spec(112, 112)
     backbone = build_backbone(cfg.model, spec).to(device)
     head = build_head(cfg.model, backbone.embedding_size, train.num_identities).to(device)

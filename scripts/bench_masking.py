@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 import torch
-from PIL import Image
 
+from fedface.data import load_faces
 from fedface.freq import ZIGZAG, bdct, energy_report
 from fedface.protect import build_protection
 from fedface.protect.keys import DEMO_KEY
@@ -24,12 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def orl_faces(root: Path) -> torch.Tensor | None:
-    """All ORL faces, 92x112 padded with 10 zero columns each side to 112x112, or None when absent."""
-    files = sorted(root.glob("s*/*.pgm"), key=lambda p: (int(p.parent.name[1:]), int(p.stem)))
-    if not files:
+    """All 400 ORL faces as (N, 1, 112, 112) float pixels (fedface.data geometry), or None when absent."""
+    try:
+        return load_faces("orl", root=root).images.float()[:, None]
+    except FileNotFoundError:
         return None
-    arrays = [np.pad(np.asarray(Image.open(f).convert("L")), ((0, 0), (10, 10))) for f in files]
-    return torch.from_numpy(np.stack(arrays)).float()[:, None]
 
 
 def reference_bdct(images: np.ndarray) -> np.ndarray:
@@ -66,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    faces = orl_faces(args.data / "orl_faces")
+    faces = orl_faces(args.data)
     source = "ORL" if faces is not None else "random"
     pool = faces if faces is not None else torch.rand(args.batch, 1, 112, 112) * 255
     batch = pool[torch.arange(args.batch) % pool.shape[0]].contiguous()

@@ -46,6 +46,10 @@ class Protection(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def fit(self, images: torch.Tensor) -> "Protection":
+        """Fit data-dependent parts on the client's own raw images (N, 1, H, W) -- PEEP's eigenfaces. Default: none."""
+        return self
+
     def aux_loss(self) -> torch.Tensor | None:
         """A loss term this protection adds to the FR loss during training (e.g. PPFR-FD's Loss_pri), or None."""
         return None

@@ -1,0 +1,57 @@
+"""Print a markdown verification table from run folders (`fedface train` results.json), one row per folder.
+
+Folders whose names differ only in a trailing `-s<seed>` are also summarised as mean ± std over seeds.
+usage: python scripts/summarize.py results/orl-table/* [--seeds]
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def load(run: Path) -> dict | None:
+    f = run / "results.json"
+    if not f.exists():
+        return None
+    r = json.loads(f.read_text())
+    return r if r.get("status") == "done" else None
+
+
+def row(label: str, recs: list[dict]) -> str:
+    acc = np.array([r["verification"]["accuracy"] for r in recs]) * 100
+    fold_std = np.mean([r["verification"]["accuracy_std"] for r in recs]) * 100
+    auc = np.mean([r["verification"]["auc"] for r in recs])
+    tar = [r["verification"]["tar_at_far"].get("0.001") for r in recs]
+    tar_s = "n/a" if None in tar else f"{100 * np.mean(tar):.1f}"
+    top1 = [r["verification"]["identification"]["top1"] for r in recs]
+    top1_s = "n/a" if None in top1 else f"{100 * np.mean(top1):.1f}"
+    spe = np.mean([r["train"]["seconds_per_epoch"] for r in recs])
+    ips = np.mean([r["train"]["images_per_second"] for r in recs])
+    spread = f"{acc.std(ddof=1):.2f} (seeds)" if len(recs) > 1 else f"{fold_std:.2f} (folds)"
+    return (f"| {label} | {len(recs)} | {acc.mean():.2f} ± {spread} | {tar_s} | {auc:.4f} | {top1_s} | "
+            f"{spe:.1f} | {ips:.0f} |")
+
+
+def main(argv: list[str]) -> None:
+    by_seed = "--seeds" in argv
+    runs = [Path(a) for a in argv if not a.startswith("--")]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        rec = load(run)
+        if rec is None:
+            continue
+        label = re.sub(r"-s\d+$", "", run.name) if by_seed else run.name
+        groups[label].append(rec)
+    print("| run | n | acc % mean ± std | TAR@FAR=1e-3 % | AUC | top-1 % | s/epoch | img/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, recs in groups.items():
+        print(row(label, recs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
