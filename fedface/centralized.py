@@ -1,6 +1,8 @@
 """`fedface train`: centralized ArcFace training on the train identities of the partition table, then evaluation.
 
 This is the unprotected (or protected, with ``protect=...``) baseline every federated table is compared with.
+``mixup=fixed|adaptive`` adds paper 001's MixUp of the masked batch; adaptive, the policy steps every
+``mixup.policy_every`` FR steps through the same server function a federated server uses.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from omegaconf import DictConfig
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_faces
 from fedface.eval import evaluate
+from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head, count_parameters
 from fedface.protect import build_protection, needs_key
 from fedface.runs import RunDir, machine_info, seed_everything
@@ -61,11 +64,15 @@ def run_train(cfg: DictConfig) -> dict:
     backbone = build_backbone(cfg.model, spec).to(device)
     head = build_head(cfg.model, backbone.embedding_size, train.num_identities).to(device)
     tcfg = TrainConfig.from_cfg(cfg.train)
+    mixer = build_mixer(cfg.mixup, spec, tcfg.batch_size)
+    if mixer is not None:
+        mixer.to(device)
     results: dict[str, Any] = {
         "command": "train",
         "status": "running",
         "data": table.summary(),
         "protection": protection.describe(),
+        "mixup": mixer.describe() if mixer is not None else {"name": "none"},
         "model": {"name": cfg.model.name, "parameters": count_parameters(backbone),
                   "input": list(spec.shape), "stem": backbone.stem.kind},
         "seed": int(cfg.seed),
@@ -87,7 +94,7 @@ def run_train(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     try:
         stats = train_local(backbone, head, protection, train.images, train.labels, tcfg, gen,
-                            progress=bool(cfg.run.progress), on_epoch=on_epoch)
+                            progress=bool(cfg.run.progress), on_epoch=on_epoch, mixer=mixer)
     except NonFiniteLossError as err:
         results.update(status="failed", error=str(err))
         run.write_json("results.json", results)
@@ -103,6 +110,8 @@ def run_train(cfg: DictConfig) -> dict:
                "final_loss": stats.loss},
         eval_seconds=time.perf_counter() - t0 - t_train,
     )
+    if mixer is not None:
+        results["mixup"] = mixer.describe()
     run.tensorboard.add_scalar("eval/accuracy", metrics["accuracy"], tcfg.epochs)
     if cfg.run.save_model:
         from safetensors.torch import save_file

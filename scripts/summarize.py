@@ -1,6 +1,7 @@
 """Print a markdown verification table from run folders (`fedface train` results.json), one row per folder.
 
 Folders whose names differ only in a trailing `-s<seed>` are also summarised as mean ± std over seeds.
+When runs used MixUp, a last column gives k (fixed) or the average proportion of each k (adaptive, paper 001 Table 3).
 usage: python scripts/summarize.py results/orl-table/* [--seeds]
 """
 from __future__ import annotations
@@ -37,6 +38,16 @@ def row(label: str, recs: list[dict]) -> str:
             f"{spe:.1f} | {ips:.0f} |")
 
 
+def mixup_cell(recs: list[dict]) -> str:
+    m = recs[0].get("mixup", {"name": "none"})
+    if m["name"] == "none":
+        return "-"
+    if m["name"] == "fixed":
+        return f"k={m['k'][0]}"
+    props = np.mean([r["mixup"]["k_proportion"] for r in recs], axis=0)
+    return f"k {m['k'][0]}-{m['k'][-1]}: [{', '.join(f'{p:.2f}' for p in props)}]"
+
+
 def main(argv: list[str]) -> None:
     by_seed = "--seeds" in argv
     runs = [Path(a) for a in argv if not a.startswith("--")]
@@ -47,10 +58,11 @@ def main(argv: list[str]) -> None:
             continue
         label = re.sub(r"-s\d+$", "", run.name) if by_seed else run.name
         groups[label].append(rec)
-    print("| run | n | acc % mean ± std | TAR@FAR=1e-3 % | AUC | top-1 % | s/epoch | img/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    mixup = any(r.get("mixup", {}).get("name", "none") != "none" for recs in groups.values() for r in recs)
+    print("| run | n | acc % mean ± std | TAR@FAR=1e-3 % | AUC | top-1 % | s/epoch | img/s |" + (" mixup |" * mixup))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" * mixup))
     for label, recs in groups.items():
-        print(row(label, recs))
+        print(row(label, recs) + (f" {mixup_cell(recs)} |" if mixup else ""))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,13 @@ class PolicyUpdate:
         return cls([torch.zeros_like(p) for p in params], 0, [0] * num_choices, 0.0)
 
 
+def policy_optimizer(policy: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The server's optimiser (the paper names none). Adam: the reward is an ArcFace loss whose scale moves with s, m
+    and the number of identities; Adam's per-parameter normalisation keeps ``mixup.policy_lr`` meaningful across
+    them."""
+    return torch.optim.Adam(policy.parameters(), lr=lr)
+
+
 def accumulate(update: PolicyUpdate, params: Sequence[torch.Tensor], log_prob: torch.Tensor, index: int,
                reward: float, baseline: float | None) -> None:
     """Client half: add (r - b) grad log pi(k) of one step (eq. 8). With no baseline yet the advantage is 0."""

@@ -1,8 +1,11 @@
 """Local ArcFace training: batches of raw uint8 faces -> augmentation -> protection -> backbone -> ArcFace -> CE.
 
-Everything random (batch order, flips, shifts, the protection's per-image randomness) comes from one
-``torch.Generator`` seeded by the caller, so a client's local steps can be replayed exactly from its seed -- which is
-what the multi-step gradient attack needs (it simulates what the client did with this same function).
+With a ``mixer`` (``fedface.mixup``), the masked batch is k-way mixed after the protection and trained with the
+MixUp-ArcFace loss (paper 001); an adaptive mixer also learns its policy network by REINFORCE alongside.
+
+Everything random (batch order, flips, shifts, the protection's per-image randomness, MixUp partners, weights and k)
+comes from one ``torch.Generator`` seeded by the caller, so a client's local steps can be replayed exactly from its
+seed -- which is what the multi-step gradient attack needs (it simulates what the client did with this same function).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +21,9 @@ from torch.nn import functional as F
 
 from fedface.models.arcface import soft_targets
 from fedface.protect.base import Protection
+
+if TYPE_CHECKING:  # fedface.mixup imports this module (fr_loss)
+    from fedface.mixup import Mixer, PolicyUpdate
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,6 +61,8 @@ class TrainResult:
     seconds: float = 0.0
     loss: float = float("nan")  # mean loss of the last epoch (or of all steps when stopped by ``steps``)
     epoch_losses: list[float] = field(default_factory=list)
+    k_histogram: dict[int, int] | None = None  # with a mixer: how often each k was drawn in this call
+    policy_update: PolicyUpdate | None = None  # adaptive mixer: the REINFORCE sum not applied in this call
 
     @property
     def images_per_second(self) -> float:
@@ -87,21 +95,28 @@ def augment_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Gener
     return x
 
 
+def fr_loss(backbone: nn.Module, head: nn.Module, model_input: torch.Tensor, labels: torch.Tensor,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """ArcFace cross-entropy. Mixed labels (B, k) with weights (B, k): MixUp-ArcFace (paper 001 Algorithm 1) against
+    the weighted one-hot target."""
+    logits = head(backbone(model_input), labels, weights)
+    return F.cross_entropy(logits, labels if weights is None else soft_targets(labels, weights, logits.shape[1]))
+
+
 def train_step(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
                labels: torch.Tensor, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-               generator: torch.Generator) -> torch.Tensor:
+               generator: torch.Generator, mixer: Mixer | None = None) -> torch.Tensor:
     """One optimiser step on one batch; returns the (detached) loss. Raises NonFiniteLossError on NaN/inf."""
     device = next(backbone.parameters()).device
     x = augment_batch(images, cfg, generator)
     model_input = protection(x, generator=generator).to(device)
     labels = labels.to(device)
-    mixed = protection.mixed_labels(labels)
-    if mixed is None:
-        loss = F.cross_entropy(head(backbone(model_input), labels), labels)
-    else:  # sample-mixing protections (InstaHide): MixUp-ArcFace, paper 001 Algorithm 1
-        y, c = mixed
-        logits = head(backbone(model_input), y, c)
-        loss = F.cross_entropy(logits, soft_targets(y, c, logits.shape[1]))
+    y, c = protection.mixed_labels(labels) or (labels, None)  # sample-mixing protections (InstaHide)
+    if mixer is not None:
+        if c is not None:
+            raise ValueError(f"mixup={mixer.name} on protect={protection.name}, which mixes samples itself; pick one")
+        model_input, y, c = mixer.mix(model_input, labels, generator)
+    loss = fr = fr_loss(backbone, head, model_input, y, c)
     aux = protection.aux_loss()
     if aux is not None:
         loss = loss + aux
@@ -112,6 +127,8 @@ def train_step(backbone: nn.Module, head: nn.Module, protection: Protection, ima
     if cfg.grad_clip > 0:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    if mixer is not None:  # reward2 needs this batch's gradient, before FRNet steps
+        mixer.learn(backbone, head, fr.detach(), optimizer.param_groups[0]["lr"])
     optimizer.step()
     return loss.detach()
 
@@ -130,8 +147,12 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
                 labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
                 optimizer: torch.optim.Optimizer | None = None, progress: bool = False,
-                on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train ``backbone`` + ``head`` (+ the protection's own parameters) on uint8 ``images`` with int ``labels``."""
+                on_epoch: Callable[[int, float], None] | None = None, mixer: Mixer | None = None) -> TrainResult:
+    """Train ``backbone`` + ``head`` (+ the protection's own parameters) on uint8 ``images`` with int ``labels``.
+
+    ``mixer``: MixUp after the protection (``fedface.mixup.build_mixer``); the result then carries the k histogram
+    and, adaptive, the policy's REINFORCE sum not applied here (what a federated client sends its server).
+    """
     n = len(labels)
     if n == 0:
         raise ValueError("cannot train on an empty shard (0 images)")
@@ -144,6 +165,7 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     backbone.train(), head.train(), protection.train()
     result, step, epoch, t0 = TrainResult(), 0, 0, time.perf_counter()
+    k_counts = list(mixer.k_counts) if mixer is not None else []
     bar = _progress(total, progress)
     while step < total:
         order = torch.randperm(n, generator=generator)
@@ -155,7 +177,8 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
             for g, base in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = base * lr_factor(cfg, step, total)
             try:
-                loss = train_step(backbone, head, protection, images[idx], labels[idx], optimizer, cfg, generator)
+                loss = train_step(backbone, head, protection, images[idx], labels[idx], optimizer, cfg, generator,
+                                  mixer)
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(f"epoch {epoch} step {step}: {err}") from None
             losses.append(loss.item())
@@ -172,6 +195,9 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
         g["lr"] = base
     result.steps, result.seconds = step, time.perf_counter() - t0
     result.loss = result.epoch_losses[-1] if result.epoch_losses else float("nan")
+    if mixer is not None:
+        result.k_histogram = {k: c - c0 for k, c, c0 in zip(mixer.ks, mixer.k_counts, k_counts)}
+        result.policy_update = mixer.take_update()
     return result
 
 
