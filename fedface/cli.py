@@ -15,6 +15,7 @@ USAGE = """usage: fedface <command> [key=value ...]
 
 commands:
   train       centralized ArcFace training + verification on held-out identities
+  simulate    Flower federation of N clients on Ray (federation.num_clients, federation.rounds, ...)
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
@@ -34,6 +35,22 @@ def _train(overrides: list[str]) -> int:
     print(verification_table([results]))
     print(f"results: {cfg.run.dir}/results.json")
     return 0
+
+
+def _simulate(overrides: list[str]) -> int:
+    """Flower simulation on Ray (the Flower layer lives in strategies/ and clients/, imported only here)."""
+    from strategies.simulate import simulate
+
+    cfg = compose_config(overrides)
+    results = simulate(cfg)
+    for r in results.get("rounds", []):
+        acc = r.get("accuracy")
+        print(f"round {r['round']:3d}  acc {'   n/a' if acc is None else f'{100 * acc:6.2f}'}  "
+              f"loss {r.get('train_loss') or float('nan'):.3f}  replies {r.get('received')}/{r.get('sampled')}  "
+              f"sent {r.get('bytes_sent', 0) / 1e6:.1f} MB  received {r.get('bytes_received', 0) / 1e6:.1f} MB  "
+              f"{r.get('seconds', 0):.1f} s")
+    print(f"results: {cfg.run.dir}/results.json ({results.get('status')})")
+    return 0 if results.get("status") == "done" else 1
 
 
 def _partition(overrides: list[str]) -> int:
@@ -72,12 +89,14 @@ def _energy(overrides: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "partition": _partition, "energy": _energy, "fetch": _fetch}
+COMMANDS = {"train": _train, "simulate": _simulate, "partition": _partition, "energy": _energy, "fetch": _fetch}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for ours in ("fedface", "strategies", "clients"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

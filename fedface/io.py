@@ -23,8 +23,12 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda fh: fh.write(data))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda fh: fh.write(text.encode()))
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

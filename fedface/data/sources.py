@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +145,13 @@ def _decode_cached(key: str, files: list[Path], geometry: Geometry) -> np.ndarra
     except OSError as err:  # a read-only home must not stop a run
         log.warning("could not write face cache %s: %s", cached, err)
     return arr
+
+
+def load_configured(data_cfg: Mapping) -> FaceDataset:
+    """The dataset named by a ``data`` config group (a DictConfig or a plain dict)."""
+    if data_cfg["name"] == "synthetic":
+        return load_faces("synthetic", num_identities=int(data_cfg["num_identities"]),
+                          images_per_identity=int(data_cfg["images_per_identity"]),
+                          seed=int(data_cfg.get("generator_seed", 0)))
+    return load_faces(data_cfg["name"], root=data_cfg.get("root"), path=data_cfg.get("path"),
+                      min_images_per_identity=int(data_cfg.get("min_images_per_identity", 1)))

@@ -61,6 +61,14 @@ def build_protection(cfg: Mapping[str, Any] | str, key: bytes | None = None) -> 
     return _REGISTRY[name](cfg, key)
 
 
+def input_spec(cfg: Mapping[str, Any] | str, height: int = 112, width: int = 112) -> InputSpec:
+    """Shape of the configured protection's ``model_input``, known without the key (a server builds the model with
+    it): a keyed protection is instantiated with a throwaway random key, which does not change any shape."""
+    import os
+
+    return build_protection(cfg, os.urandom(32) if needs_key(cfg) else None).output_spec(height, width)
+
+
 def _load_builtin() -> None:
     """Import the modules that register the built-in protections (lazy: they import this module)."""
     import importlib
@@ -69,4 +77,5 @@ def _load_builtin() -> None:
         importlib.import_module(module)
 
 
-__all__ = ["InputSpec", "Protection", "build_protection", "known_protections", "needs_key", "register"]
+__all__ = ["InputSpec", "Protection", "build_protection", "input_spec", "known_protections", "needs_key",
+           "register"]

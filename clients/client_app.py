@@ -1,0 +1,84 @@
+"""Flower ClientApp: turns train/evaluate messages into ``fedface.federation.ClientTask`` calls and back.
+
+Secrets stay on the node: the Shuffle1 key comes from the node config (``shuffle-key``) or the environment
+(``FEDFACE_KEY``), never from a message; the data root from node config ``data-root`` or ``FEDFACE_DATA``.
+What a node keeps between rounds (a local head, local BatchNorm) lives in ``context.state``, never in a reply.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedface.federation.client import ClientTask, client_seed
+from fedface.protect import needs_key
+from fedface.protect.keys import load_key
+from strategies.records import (ARRAYS, CONFIG, LOCAL, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, from_record,
+                                to_record)
+
+torch.set_num_threads(1)  # one ClientApp per core in simulation
+app = ClientApp()
+_TASKS: dict[tuple, ClientTask] = {}  # per worker process: data and model built once per (run config, partition)
+
+
+class InjectedFailure(RuntimeError):
+    """A client failure injected by ``federation.failure_prob`` (fault-tolerance tests)."""
+
+
+def _task(msg: Message, context: Context) -> tuple[ClientTask, dict]:
+    cfg_json = msg.content[CONFIG][RUN_CONFIG]
+    cfg = json.loads(cfg_json)
+    pid = int(context.node_config["partition-id"])
+    n = int(context.node_config["num-partitions"])
+    ident = (hashlib.sha256(cfg_json.encode()).hexdigest(), pid, n)
+    if ident not in _TASKS:
+        allow_demo = os.environ.get("FEDFACE_ALLOW_DEMO_KEY") == "1"
+        key = load_key(context.node_config, allow_demo=allow_demo) if needs_key(cfg["protect"]) else None
+        for old in [t for t in _TASKS if t[0] != ident[0]]:  # one run at a time per worker: drop earlier runs
+            del _TASKS[old]
+        _TASKS[ident] = ClientTask(cfg, pid, n, key, context.node_config.get("data-root"))
+    return _TASKS[ident], cfg
+
+
+def _local_state(context: Context) -> dict:
+    return from_record(context.state[LOCAL]) if LOCAL in context.state.array_records else {}
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    task, cfg = _task(msg, context)
+    round_cfg = msg.content[CONFIG]
+    server_round = int(round_cfg["server-round"])
+    fail = float(cfg["federation"].get("failure_prob", 0.0))
+    if fail and random.Random(client_seed(int(cfg["seed"]), server_round, task.partition_id) + 1).random() < fail:
+        raise InjectedFailure(f"injected failure of partition {task.partition_id} in round {server_round}")
+    policy = from_record(msg.content[POLICY]) if POLICY in msg.content else None
+    baseline = float(round_cfg.get("policy-baseline", float("nan")))
+    reply = task.train(from_record(msg.content[ARRAYS]), server_round, dict(round_cfg), policy,
+                       None if baseline != baseline else baseline, _local_state(context))
+    if reply.local_state:
+        context.state[LOCAL] = to_record(reply.local_state)
+    metrics = dict(reply.metrics)
+    content = RecordDict({ARRAYS: to_record(reply.arrays)})
+    if reply.policy_update is not None:
+        names = [k for k, _ in task.mixer.policy.named_parameters()]
+        content[POLICY_UPDATE] = to_record({n: g.cpu().numpy() for n, g in zip(names, reply.policy_update.grads)})
+        metrics.update({"policy-steps": reply.policy_update.steps, "reward-sum": reply.policy_update.reward_sum,
+                        "k-counts": list(reply.policy_update.k_counts)})
+    elif reply.k_histogram:
+        metrics["k-counts"] = list(reply.k_histogram.values())
+    content[METRICS] = MetricRecord(metrics)
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    task, _ = _task(msg, context)
+    metrics = task.evaluate(from_record(msg.content[ARRAYS]), _local_state(context))
+    metrics["num-examples"] = len(task.table.pairs)
+    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

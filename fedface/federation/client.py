@@ -1,0 +1,120 @@
+"""What one federated client does, Flower-free: load its shard, protect, mix, train locally, report.
+
+The Flower ClientApp (``clients/client_app.py``) only moves messages to these calls and back. Everything secret stays
+here: the raw shard, the protection (built with the key the node read from its own config/environment) and, with
+``head=local``, the client's own ArcFace head.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedface.data.partition import make_partition
+from fedface.data.sources import load_configured
+from fedface.data.shards import make_shards
+from fedface.eval import evaluate
+from fedface.federation.params import check_modes, federated_state, load_federated_state
+from fedface.mixup import PolicyUpdate, build_mixer
+from fedface.models import build_backbone, build_head
+from fedface.protect import build_protection
+from fedface.train import TrainConfig, pick_device, train_local
+
+
+@dataclass
+class ClientReply:
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, float]
+    policy_update: PolicyUpdate | None = None
+    k_histogram: dict[int, int] = field(default_factory=dict)
+    local_state: dict[str, np.ndarray] = field(default_factory=dict)  # kept on the node (local head / BN)
+
+
+def client_seed(seed: int, server_round: int, partition_id: int) -> int:
+    """Each client's randomness per round (batch order, augmentation, Shuffle2, MixUp partners, k)."""
+    return zlib.crc32(f"{seed}/{server_round}/{partition_id}".encode())
+
+
+class ClientTask:
+    """One client's data and model. ``cfg`` is the resolved run config as a plain dict (sent by the server)."""
+
+    def __init__(self, cfg: Mapping[str, Any], partition_id: int, num_partitions: int, key: bytes | None,
+                 data_root: str | None = None):
+        self.cfg, self.partition_id = cfg, partition_id
+        fed = cfg["federation"]
+        self.head_mode, self.bn_mode = fed["head"], fed["bn"]
+        check_modes(self.head_mode, self.bn_mode)
+        data_cfg = {**cfg["data"], **({"root": data_root} if data_root else {})}
+        self.data = load_configured(data_cfg)
+        self.table = make_partition(self.data, data_cfg, int(cfg["seed"]), root=data_cfg.get("root"))
+        train_labels = self.data.labels[self.table.train_idx].numpy()
+        shards = make_shards(train_labels, num_partitions, data_cfg.get("shards", "identity"),
+                             float(data_cfg.get("dirichlet_alpha", 0.5)), int(cfg["seed"]))
+        idx = self.table.train_idx[shards[partition_id]]
+        # global label space = rank among all train identities (needed by a shared head); a local head relabels
+        global_ids = np.unique(train_labels)
+        global_labels = np.searchsorted(global_ids, self.data.labels[idx].numpy())
+        self.images = self.data.images[torch.as_tensor(idx)]
+        if self.head_mode == "shared":
+            self.labels, num_classes = torch.as_tensor(global_labels), len(global_ids)
+        else:
+            local_ids, local_labels = np.unique(global_labels, return_inverse=True)
+            self.labels, num_classes = torch.as_tensor(local_labels), len(local_ids)
+        self.protection = build_protection(cfg["protect"], key).fit(self.images.unsqueeze(1).float())
+        spec = self.protection.output_spec(112, 112)
+        self.device = pick_device(cfg.get("device", "auto"))
+        self.backbone = build_backbone(cfg["model"], spec).to(self.device)
+        self.head = build_head(cfg["model"], self.backbone.embedding_size, num_classes).to(self.device)
+        self.tcfg = TrainConfig.from_cfg(cfg["train"])
+        self.mixer = build_mixer(cfg["mixup"], spec, self.tcfg.batch_size, apply_updates=False)
+        if self.mixer is not None:
+            self.mixer.to(self.device)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def local_state(self) -> dict[str, np.ndarray]:
+        """What stays on the node between rounds: a local head and/or local BatchNorm."""
+        everything = federated_state(self.backbone, self.head, "shared", "federated")
+        shared = federated_state(self.backbone, self.head, self.head_mode, self.bn_mode)
+        return {k: v for k, v in everything.items() if k not in shared}
+
+    def train(self, arrays: Mapping[str, np.ndarray], server_round: int, round_cfg: Mapping[str, Any],
+              policy: Mapping[str, np.ndarray] | None = None, baseline: float | None = None,
+              local_state: Mapping[str, np.ndarray] | None = None) -> ClientReply:
+        """One round of local training from the global ``arrays``; returns the update and what stays local."""
+        if local_state:
+            load_federated_state(self.backbone, self.head, local_state)
+        load_federated_state(self.backbone, self.head, arrays)
+        if self.mixer is not None and self.mixer.policy is not None:
+            self.mixer.policy.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in policy.items()})
+            self.mixer.baseline = baseline
+        tcfg = TrainConfig(**{**self.tcfg.__dict__, **{k: round_cfg[k] for k in ("lr", "epochs", "steps", "schedule")
+                                                        if k in round_cfg}})
+        gen = torch.Generator().manual_seed(client_seed(int(self.cfg["seed"]), server_round, self.partition_id))
+        t0 = time.perf_counter()
+        res = train_local(self.backbone, self.head, self.protection, self.images, self.labels, tcfg, gen,
+                          mixer=self.mixer)
+        metrics = {"train_loss": float(res.loss), "num-examples": self.num_examples, "steps": res.steps,
+                   "seconds": time.perf_counter() - t0}
+        return ClientReply(federated_state(self.backbone, self.head, self.head_mode, self.bn_mode), metrics,
+                           res.policy_update, dict(res.k_histogram or {}), self.local_state())
+
+    def evaluate(self, arrays: Mapping[str, np.ndarray], local_state: Mapping[str, np.ndarray] | None = None
+                 ) -> dict[str, float]:
+        """Verification + identification on the partition table's test identities (the evaluator node's job)."""
+        if local_state:
+            load_federated_state(self.backbone, self.head, local_state)
+        load_federated_state(self.backbone, self.head, arrays)
+        m = evaluate(self.backbone, self.protection, self.data, self.table, int(self.cfg["seed"]))
+        tar = m["tar_at_far"]
+        return {"accuracy": m["accuracy"], "accuracy_std": m["accuracy_std"], "auc": m["auc"],
+                "tar_far_1e-3": -1.0 if tar.get("0.001") is None else tar["0.001"],
+                "tar_far_1e-2": -1.0 if tar.get("0.01") is None else tar["0.01"],
+                "top1": -1.0 if m["identification"]["top1"] is None else m["identification"]["top1"]}

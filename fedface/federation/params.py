@@ -1,0 +1,70 @@
+"""Which tensors travel between clients and server, as named numpy arrays.
+
+- ``head=shared``: backbone + ArcFace class centres (naive: every centre is a template of one client's identity);
+  ``head=local``: only the backbone (FedFace/FedFR style); each client keeps its own head.
+- ``bn=federated``: BatchNorm weights *and running statistics* travel -- the server then sees, per client, the mean
+  and variance of every BN layer's input over the client's data (the stem's first BN summarises the masked input
+  itself); ``bn=local`` (FedBN, Li et al. 2021): BN affine parameters and statistics never leave the client.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+HEAD_MODES = ("shared", "local")
+BN_MODES = ("federated", "local")
+
+
+def _bn_names(module: nn.Module, prefix: str) -> set[str]:
+    names = set()
+    for mod_name, mod in module.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            for key in mod.state_dict():
+                names.add(f"{prefix}{mod_name}.{key}")
+    return names
+
+
+def federated_state(backbone: nn.Module, head: nn.Module, head_mode: str = "shared",
+                    bn_mode: str = "federated") -> dict[str, np.ndarray]:
+    """The named arrays a client sends (and the server aggregates) under the given modes."""
+    check_modes(head_mode, bn_mode)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    if bn_mode == "local":
+        for name in _bn_names(backbone, "backbone."):
+            state.pop(name, None)
+    if head_mode == "shared":
+        state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
+
+
+def load_federated_state(backbone: nn.Module, head: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Load whatever subset of backbone/head tensors ``arrays`` holds; the rest (local parts) stays as it is."""
+    for prefix, module in (("backbone.", backbone), ("head.", head)):
+        own = module.state_dict()
+        update = {k[len(prefix):]: torch.as_tensor(np.asarray(v)) for k, v in arrays.items() if k.startswith(prefix)}
+        unknown = set(update) - set(own)
+        if unknown:
+            raise KeyError(f"received tensors the model does not have: {sorted(unknown)[:3]} (model/protection "
+                           "config differs between server and client?)")
+        for k, v in update.items():
+            if own[k].shape != v.shape and v.numel() == own[k].numel() == 1:  # 0-d buffers may travel as (1,)
+                update[k] = v = v.reshape(own[k].shape)
+            if own[k].shape != v.shape:
+                raise ValueError(f"{prefix}{k}: received shape {tuple(v.shape)}, model has {tuple(own[k].shape)} "
+                                 "(inconsistent protection/model config between server and clients)")
+        own.update({k: v.to(own[k].dtype) for k, v in update.items()})
+        module.load_state_dict(own)
+
+
+def check_modes(head_mode: str, bn_mode: str) -> None:
+    if head_mode not in HEAD_MODES:
+        raise ValueError(f"federation.head={head_mode!r}; known: {', '.join(HEAD_MODES)}")
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"federation.bn={bn_mode!r}; known: {', '.join(BN_MODES)}")
+
+
+def nbytes(arrays: Mapping[str, np.ndarray]) -> int:
+    return int(sum(np.asarray(a).nbytes for a in arrays.values()))

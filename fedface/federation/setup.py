@@ -1,0 +1,40 @@
+"""Checks a federation's config before any round starts, and fills what the server must know (label-space size)."""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fedface.config import to_container
+from fedface.data.partition import make_partition
+from fedface.data.shards import make_shards
+from fedface.data.sources import load_configured
+from fedface.federation.params import check_modes
+from fedface.mixup import build_mixer
+from fedface.protect import input_spec
+
+
+def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a plain dict, validated; raises one ValueError naming the bad key.
+
+    Simulation only: the partition is computed here to check the shards (num_clients vs identities) and to size a
+    shared head; in a deployment each node checks its own folder.
+    """
+    plain = to_container(cfg)
+    fed = plain["federation"]
+    check_modes(fed["head"], fed["bn"])
+    n = int(fed["num_clients"])
+    if int(n * float(fed["fraction_train"])) < 1:
+        raise ValueError(f"federation.fraction_train={fed['fraction_train']} x federation.num_clients={n} samples "
+                         "zero clients per round")
+    if not 1 <= int(fed["min_train_nodes"]) <= n:
+        raise ValueError(f"federation.min_train_nodes={fed['min_train_nodes']} must be in [1, num_clients={n}]")
+    data = load_configured(plain["data"])
+    table = make_partition(data, plain["data"], int(plain["seed"]), root=plain["data"].get("root"))
+    labels = data.labels[table.train_idx].numpy()
+    make_shards(labels, n, plain["data"].get("shards", "identity"), float(plain["data"].get("dirichlet_alpha", 0.5)),
+                int(plain["seed"]))
+    spec = input_spec(plain["protect"])  # unknown protection / bad protection config fails here
+    build_mixer(plain["mixup"], spec, int(plain["train"]["batch_size"]))  # bad k range fails here
+    fed["num_classes"] = int(len(set(labels.tolist())))
+    return plain

@@ -1,0 +1,27 @@
+"""Named numpy arrays <-> Flower records, and the record keys of our messages (one home for the wire format)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+ARRAYS = "arrays"            # federated model parameters (server -> client, client -> server)
+CONFIG = "config"            # round config (server -> client)
+METRICS = "metrics"          # client metrics (client -> server)
+POLICY = "policy"            # policy network weights (server -> client)
+POLICY_UPDATE = "policy-update"  # sum (r - b) grad log pi(k) of the client's steps (client -> server)
+LOCAL = "local"              # context.state: what a node keeps between rounds (local head / BN); never sent
+RUN_CONFIG = "fedface-config"  # the resolved run config as JSON inside CONFIG (no secrets, no paths of nodes)
+
+
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def record_bytes(record: ArrayRecord) -> int:
+    return int(record.count_bytes())

@@ -1,0 +1,141 @@
+"""The server's round loop: configure -> send/receive -> aggregate (+ policy step) -> evaluate -> record -> checkpoint.
+
+Written out (instead of ``Strategy.start``) so that a run can ``resume`` at the round after its last checkpoint,
+and so every round lands in results.json, TensorBoard and a checkpoint before the next one starts.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord
+from flwr.serverapp import Grid
+
+from fedface.federation.checkpoint import (load_checkpoint, load_optimizer_arrays, optimizer_arrays, save_checkpoint,
+                                           to_numpy)
+from fedface.federation.params import federated_state, nbytes
+from fedface.io import atomic_write_json
+from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
+from fedface.models import build_backbone, build_head
+from fedface.protect import input_spec
+from strategies.records import from_record, to_record
+from strategies.strategy import FedFaceAvg
+
+log = logging.getLogger(__name__)
+
+
+def initial_model(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The global model the federation starts from (seeded): backbone, plus the head when it is shared."""
+    torch.manual_seed(int(cfg["seed"]))
+    fed = cfg["federation"]
+    backbone = build_backbone(cfg["model"], input_spec(cfg["protect"]))
+    head = build_head(cfg["model"], backbone.embedding_size, int(fed["num_classes"]))
+    return federated_state(backbone, head, fed["head"], fed["bn"])
+
+
+def build_policy(cfg: dict[str, Any]) -> tuple[PolicyNet | None, torch.optim.Optimizer | None, MixupConfig]:
+    mcfg = MixupConfig.from_cfg(cfg["mixup"])
+    if mcfg.name != "adaptive":
+        return None, None, mcfg
+    torch.manual_seed(int(cfg["seed"]) + 1)
+    policy = PolicyNet(input_spec(cfg["protect"]), len(mcfg.ks), mcfg.policy_width)
+    return policy, policy_optimizer(policy, mcfg.policy_lr), mcfg
+
+
+def round_lr(cfg: dict[str, Any], server_round: int) -> float:
+    """Cosine decay of the clients' learning rate over rounds (constant within a round)."""
+    base, rounds = float(cfg["train"]["lr"]), int(cfg["federation"]["rounds"])
+    if cfg["train"].get("schedule", "cosine") != "cosine":
+        return base
+    return base * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / max(rounds, 1)))
+
+
+def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    fed = cfg["federation"]
+    arrays = initial_model(cfg)
+    policy, optimizer, mcfg = build_policy(cfg)
+    strategy = FedFaceAvg(cfg, policy, optimizer, mcfg.baseline_momentum,
+                          fraction_train=float(fed["fraction_train"]), fraction_evaluate=1.0,
+                          min_train_nodes=int(fed["min_train_nodes"]), min_evaluate_nodes=1,
+                          min_available_nodes=int(fed["num_clients"]))
+    results: dict[str, Any] = {"command": "simulate", "status": "running", "rounds": [], "config": cfg}
+    start = 1
+    ckpt_dir = run_dir / "checkpoint"
+    if fed.get("resume") and (ckpt := load_checkpoint(ckpt_dir)) is not None:
+        last, arrays, policy_state, state = ckpt
+        if policy is not None and policy_state is not None:
+            policy.load_state_dict({k: torch.as_tensor(v) for k, v in policy_state.items() if not k.startswith("opt.")})
+            load_optimizer_arrays(optimizer, policy_state, state["policy_optimizer"])
+        strategy.baseline = state.get("baseline")
+        results["rounds"] = state.get("history", [])
+        start = last + 1
+        log.info("resuming after round %d from %s", last, ckpt_dir)
+    writer = _tensorboard(run_dir)
+    for rnd in range(start, int(fed["rounds"]) + 1):
+        t0 = time.perf_counter()
+        random.seed(int(cfg["seed"]) * 100_003 + rnd)  # node sampling: same draw for a round whether resumed or not
+        train_cfg = ConfigRecord({"lr": round_lr(cfg, rnd), "schedule": "constant",
+                                  "epochs": int(fed["local_epochs"]),
+                                  **({"steps": int(fed["local_steps"])} if fed.get("local_steps") else {})})
+        messages = strategy.configure_train(rnd, to_record(arrays), train_cfg, grid)
+        replies = grid.send_and_receive(messages, timeout=float(fed["round_timeout"]))
+        new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+        if new_arrays is not None:
+            arrays = from_record(new_arrays)
+        record = {"round": rnd, **strategy.last_round, "seconds": 0.0,
+                  "train_loss": None if train_metrics is None else float(train_metrics["train_loss"]),
+                  "global_bytes": nbytes(arrays)}
+        if rnd % int(fed["eval_every"]) == 0 or rnd == int(fed["rounds"]):
+            eval_msgs = strategy.configure_evaluate(rnd, to_record(arrays), ConfigRecord({}), grid)
+            metrics = strategy.aggregate_evaluate(rnd, grid.send_and_receive(eval_msgs,
+                                                                            timeout=float(fed["round_timeout"])))
+            if metrics is not None:
+                record.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
+        record["seconds"] = time.perf_counter() - t0
+        if policy is not None:
+            record["policy_baseline"] = strategy.baseline
+        results["rounds"].append(record)
+        _log_round(writer, record)
+        _checkpoint(ckpt_dir, rnd, arrays, policy, optimizer, strategy.baseline, results["rounds"])
+        atomic_write_json(run_dir / "results.json", results)
+        log.info("round %d: %s", rnd, {k: record[k] for k in ("accuracy", "train_loss", "received", "seconds")
+                                        if k in record})
+    results["status"] = "done"
+    atomic_write_json(run_dir / "results.json", results)
+    writer.close()
+    return results
+
+
+def _checkpoint(folder: Path, rnd: int, arrays: dict[str, np.ndarray], policy, optimizer, baseline,
+                history: list[dict]) -> None:
+    policy_arrays, groups = None, None
+    if policy is not None:
+        opt_arrays, groups = optimizer_arrays(optimizer)
+        policy_arrays = {**to_numpy(policy.state_dict()), **opt_arrays}
+    save_checkpoint(folder, rnd, arrays, policy_arrays,
+                    {"baseline": baseline, "history": history, "policy_optimizer": groups})
+
+
+def _tensorboard(run_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _log_round(writer, record: dict[str, Any]) -> None:
+    rnd = record["round"]
+    for key in ("accuracy", "auc", "train_loss", "bytes_sent", "bytes_received", "received"):
+        if record.get(key) is not None:
+            writer.add_scalar(f"federation/{key}", record[key], rnd)
+    if record.get("k_counts"):
+        counts = np.asarray(record["k_counts"], dtype=float)
+        if counts.sum() > 0:
+            for i, share in enumerate(counts / counts.sum()):
+                writer.add_scalar(f"mixup/k_share_{i}", share, rnd)
+    writer.flush()

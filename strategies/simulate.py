@@ -1,0 +1,73 @@
+"""`fedface simulate`: the same ClientApp/ServerApp on Flower's simulation engine (Ray backend), in-process."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from omegaconf import DictConfig
+
+from fedface.federation.setup import prepare_federation
+from fedface.io import atomic_write_json
+from fedface.protect import needs_key
+from fedface.protect.keys import ENV_VAR
+from fedface.runs import RunDir
+from strategies.server_loop import run_federation
+
+log = logging.getLogger(__name__)
+
+
+def simulated_clients_key(cfg: dict[str, Any]) -> None:
+    """Simulated clients read the key from their environment like real ones. Without FEDFACE_KEY, a fresh random
+    key is generated for this simulation's clients: never written to the config, never sent, lost afterwards."""
+    if needs_key(cfg["protect"]) and not os.environ.get(ENV_VAR):
+        os.environ[ENV_VAR] = secrets.token_hex(32)
+        log.info("simulation: generated a random federation key for the simulated clients (set %s to choose one)",
+                 ENV_VAR)
+
+
+def server_app_for(cfg: dict[str, Any], run_dir: Path) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, cfg, run_dir)
+
+    return app
+
+
+def backend_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    fed = cfg["federation"]
+    import torch
+
+    gpus = float(fed["client_resources"]["num_gpus"]) if torch.cuda.is_available() else 0.0
+    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
+    if fed["ray_init"].get("num_cpus"):
+        init["num_cpus"] = int(fed["ray_init"]["num_cpus"])
+    return {"client_resources": {"num_cpus": float(fed["client_resources"]["num_cpus"]), "num_gpus": gpus},
+            "init_args": init}
+
+
+def simulate(cfg: DictConfig) -> dict[str, Any]:
+    from flwr.simulation import run_simulation
+
+    from clients.client_app import app as client_app
+
+    plain = prepare_federation(cfg)
+    run = RunDir(cfg.run.dir, cfg)
+    simulated_clients_key(plain)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    run_simulation(server_app=server_app_for(plain, run.path), client_app=client_app,
+                   num_supernodes=int(plain["federation"]["num_clients"]), backend_config=backend_config(plain))
+    results_file = run.path / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    if results.get("status") != "done":
+        results = {**results, "status": "failed", "error": "the ServerApp stopped before the last round (see log)"}
+        atomic_write_json(results_file, results)
+    return results

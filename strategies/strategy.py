@@ -1,0 +1,101 @@
+"""FedAvg that hosts the MixUp policy network (paper 001) and evaluates where the key lives.
+
+Per round the strategy sends every sampled node its own message: global weights, round config (with the resolved run
+config, which holds no secret), and -- with ``mixup=adaptive`` -- the policy weights and REINFORCE baseline. Before
+FedAvg it takes each reply's policy update out (FedAvg demands one ArrayRecord + one MetricRecord per reply), then
+averages the updates weighted by steps and steps the policy (``fedface.mixup.server_step``). Evaluation is sent to
+one designated evaluator node (a client, which holds the key); only its metrics come back.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedface.mixup import PolicyUpdate, server_step
+from strategies.records import ARRAYS, CONFIG, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, record_bytes, to_record
+
+log = logging.getLogger(__name__)
+
+
+class FedFaceAvg(FedAvg):
+    def __init__(self, run_config: dict[str, Any], policy: torch.nn.Module | None = None,
+                 policy_optimizer: torch.optim.Optimizer | None = None, baseline_momentum: float = 0.9, **kwargs):
+        super().__init__(arrayrecord_key=ARRAYS, configrecord_key=CONFIG, **kwargs)
+        self.run_config_json = json.dumps(run_config, sort_keys=True)
+        self.policy, self.policy_optimizer, self.baseline_momentum = policy, policy_optimizer, baseline_momentum
+        self.baseline: float | None = None
+        self.last_round: dict[str, Any] = {}
+
+    def _policy_record(self) -> ArrayRecord:
+        return to_record({k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()})
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        sampled = list(super().configure_train(server_round, arrays, config, grid))
+        out, sent = [], 0
+        for m in sampled:  # FedAvg puts one shared RecordDict in every message: build one per node
+            cfg = ConfigRecord({**dict(m.content[CONFIG]), RUN_CONFIG: self.run_config_json})
+            content = RecordDict({ARRAYS: arrays, CONFIG: cfg})
+            if self.policy is not None:
+                content[POLICY] = self._policy_record()
+                cfg["policy-baseline"] = float("nan") if self.baseline is None else float(self.baseline)
+                sent += record_bytes(content[POLICY])
+            sent += record_bytes(arrays)
+            out.append(Message(content=content, dst_node_id=m.metadata.dst_node_id, message_type=MessageType.TRAIN))
+        self.last_round = {"round": server_round, "sampled": len(out), "bytes_sent": sent}
+        return out
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        ok = [r for r in replies if not r.has_error()]
+        failed = [{"node": r.metadata.src_node_id, "reason": r.error.reason} for r in replies if r.has_error()]
+        for f in failed:
+            log.warning("round %d: client %s failed: %s", server_round, f["node"], f["reason"])
+        received = sum(record_bytes(rec) for r in ok for rec in r.content.array_records.values())
+        updates = [self._take_policy_update(r) for r in ok]
+        k_hist = np.sum([r.content[METRICS]["k-counts"] for r in ok if "k-counts" in r.content[METRICS]], axis=0)
+        self.last_round.update(received=len(ok), failed=failed, bytes_received=received,
+                               k_counts=np.asarray(k_hist).tolist() if np.size(k_hist) else [])
+        if len(ok) < self.min_train_nodes:
+            log.warning("round %d: %d of %d replies, fewer than federation.min_train_nodes=%d: global model kept",
+                        server_round, len(ok), len(replies), self.min_train_nodes)
+            return None, None
+        arrays, metrics = super().aggregate_train(server_round, ok)
+        if self.policy is not None and any(u is not None for u in updates):
+            self.baseline = server_step(self.policy, self.policy_optimizer, [u for u in updates if u is not None],
+                                        self.baseline, self.baseline_momentum)
+        return arrays, metrics
+
+    def _take_policy_update(self, reply: Message) -> PolicyUpdate | None:
+        """Remove the policy update from ``reply`` (so FedAvg sees one ArrayRecord) and decode it."""
+        if POLICY_UPDATE not in reply.content:
+            return None
+        record = reply.content[POLICY_UPDATE]
+        del reply.content[POLICY_UPDATE]
+        m = reply.content[METRICS]
+        names = [k for k, _ in self.policy.named_parameters()]
+        grads = [torch.as_tensor(record[n].numpy()) for n in names]
+        return PolicyUpdate(grads, int(m["policy-steps"]), [int(c) for c in m["k-counts"]], float(m["reward-sum"]))
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Only the evaluator node (the lowest node id) evaluates: it holds the key and the test pairs."""
+        nodes = sorted(grid.get_node_ids())
+        if not nodes:
+            return []
+        cfg = ConfigRecord({**dict(config), "server-round": server_round, RUN_CONFIG: self.run_config_json})
+        return [Message(content=RecordDict({ARRAYS: arrays, CONFIG: cfg}), dst_node_id=nodes[0],
+                        message_type=MessageType.EVALUATE)]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = [r for r in replies if not r.has_error()]
+        return replies[0].content[METRICS] if replies else None

@@ -1,0 +1,150 @@
+"""The Flower federation, Ray-free (tests/local_grid.py delivers messages in-process, deep-copied like the wire)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.client_app import app as client_app
+from fedface.config import compose_config
+from fedface.federation.checkpoint import load_checkpoint
+from fedface.federation.setup import prepare_federation
+from fedface.freq import bdct
+from strategies.records import from_record
+from strategies.server_loop import run_federation
+from tests.local_grid import LocalGrid
+
+KEY_HEX = "a1" * 32
+SMALL = ["data=synthetic", "data.num_identities=12", "data.images_per_identity=6", "data.split.test_identities=4",
+         "data.pairs.per_fold=6", "model=tiny", "train.batch_size=16", "federation.num_clients=3",
+         "federation.rounds=2", "federation.min_train_nodes=1"]
+
+
+def _run(tmp_path: Path, extra: list[str], grid: LocalGrid | None = None, nodes: int = 3,
+         node_config: dict | None = None):
+    cfg = prepare_federation(compose_config([*SMALL, f"federation.num_clients={nodes}", f"run.dir={tmp_path}",
+                                             *extra]))
+    grid = grid or LocalGrid(client_app, nodes, node_config)
+    return run_federation(grid, cfg, tmp_path), grid
+
+
+def test_three_clients_two_rounds_end_to_end(tmp_path):
+    res, grid = _run(tmp_path, ["federation.head=shared"])
+    assert res["status"] == "done" and [r["round"] for r in res["rounds"]] == [1, 2]
+    for r in res["rounds"]:
+        assert r["received"] == 3 and r["failed"] == [] and 0.0 <= r["accuracy"] <= 1.0
+        assert r["bytes_sent"] > 0 and r["bytes_received"] > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rounds"][-1]["accuracy"] == res["rounds"][-1]["accuracy"]
+    assert (tmp_path / "checkpoint" / "state.json").exists() and any((tmp_path / "tensorboard").iterdir())
+
+
+def test_head_local_sends_only_the_backbone_and_keeps_the_head_on_the_node(tmp_path):
+    res, grid = _run(tmp_path, ["federation.head=local", "federation.bn=local"])
+    replies = [m for m in grid.sent if m.metadata.message_type == "train"]
+    keys = set(replies[0].content["arrays"].keys())
+    assert keys and all(k.startswith("backbone.") for k in keys)
+    assert not any("bn" in k or "running_" in k for k in keys if "features" in k or "running" in k)
+    assert all("local" in ctx.state.array_records for ctx in grid.contexts.values())
+    assert any(k.startswith("head.") for k in grid.contexts[1000].state["local"].keys())
+
+
+def test_a_failing_client_does_not_fail_the_round(tmp_path):
+    res, _ = _run(tmp_path, ["federation.failure_prob=0.5", "federation.rounds=3"], nodes=4)
+    failures = sum(len(r["failed"]) for r in res["rounds"])
+    assert res["status"] == "done" and failures >= 1
+    assert all(r["received"] + len(r["failed"]) == 4 for r in res["rounds"])
+    assert any("injected failure" in f["reason"] for r in res["rounds"] for f in r["failed"])
+
+
+def test_resume_continues_at_the_next_round_with_identical_weights(tmp_path):
+    common = ["federation.head=shared", "protect=ppfr_fd", "mixup=adaptive", "mixup.k_max=3"]
+    node = {"shuffle-key": KEY_HEX}
+    full, _ = _run(tmp_path / "full", [*common], node_config=node)
+    grid = LocalGrid(client_app, 3, node)  # the nodes keep running while the server restarts
+    _run(tmp_path / "cut", [*common, "federation.rounds=1"], grid=grid)
+    resumed, _ = _run(tmp_path / "cut", [*common, "federation.resume=true"], grid=grid)
+    assert [r["round"] for r in resumed["rounds"]] == [1, 2]
+    a = load_checkpoint(tmp_path / "full" / "checkpoint")
+    b = load_checkpoint(tmp_path / "cut" / "checkpoint")
+    assert a[0] == b[0] == 2
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
+    for k in a[2]:
+        np.testing.assert_array_equal(a[2][k], b[2][k], err_msg=k)
+
+
+def test_adaptive_policy_is_hosted_and_stepped_by_the_server(tmp_path):
+    node = {"shuffle-key": KEY_HEX}
+    res, grid = _run(tmp_path, ["protect=ppfr_fd", "mixup=adaptive", "mixup.k_max=4", "federation.rounds=3"],
+                     node_config=node)
+    assert all(sum(r["k_counts"]) > 0 and len(r["k_counts"]) == 3 for r in res["rounds"])
+    assert res["rounds"][-1]["policy_baseline"] is not None
+    policy_msgs = [m for m in grid.sent if "policy-update" in m.content]
+    assert len(policy_msgs) == 9  # every client, every round, sent its REINFORCE sum
+
+
+def _needles(grid: LocalGrid, cfg_dir: Path) -> list[bytes]:
+    """Byte patterns that must never appear in a client's message: the key, and for every client image its raw
+    pixels, standardised pixels and unmasked BDCT coefficients (first 16 values, as stored on the wire)."""
+    from fedface.data.sources import load_configured
+
+    cfg = json.loads(json.dumps(prepare_federation(compose_config([*SMALL, f"run.dir={cfg_dir}"]))))
+    data = load_configured(cfg["data"])
+    x = data.images.float().unsqueeze(1)
+    reps = [data.images.numpy().reshape(len(x), -1)[:, 112 * 40: 112 * 40 + 32],  # a raw row through the face
+            (x / 255).numpy().reshape(len(x), -1)[:, 112 * 40: 112 * 40 + 16],
+            ((x - 127.5) / 127.5).numpy().reshape(len(x), -1)[:, 112 * 40: 112 * 40 + 16],
+            bdct(x / 255).numpy().reshape(len(x), -1)[:, 200:216],
+            bdct((x - 127.5) / 127.5).numpy().reshape(len(x), -1)[:, 200:216]]
+    needles = [bytes.fromhex(KEY_HEX), KEY_HEX.encode()]
+    for rep in reps:
+        for row in rep:
+            needles += [np.ascontiguousarray(row).tobytes(), np.ascontiguousarray(row, dtype=np.float64).tobytes()]
+    return needles
+
+
+def _wire_bytes(message) -> list[bytes]:
+    out = []
+    for record in message.content.array_records.values():
+        out += [np.ascontiguousarray(a).tobytes() for a in from_record(record).values()]
+    for record in (*message.content.config_records.values(), *message.content.metric_records.values()):
+        out += [str(v).encode() if not isinstance(v, bytes) else v for v in record.values()]
+    return out
+
+
+def test_no_raw_image_unmasked_tensor_or_key_in_any_client_message(tmp_path):
+    node = {"shuffle-key": KEY_HEX}
+    res, grid = _run(tmp_path, ["protect=ppfr_fd", "mixup=adaptive", "mixup.k_max=3", "federation.head=shared"],
+                     node_config=node)
+    assert res["status"] == "done" and len(grid.sent) >= 6
+    needles = _needles(grid, tmp_path / "probe")
+    # the probe must be able to fail: a message carrying one image's raw pixels is caught
+    from fedface.data.sources import load_configured
+
+    leaky = load_configured(json.loads(json.dumps(res["config"]["data"]))).images[0].numpy().tobytes()
+    assert any(n in leaky for n in needles)
+    for message in grid.sent:
+        for blob in _wire_bytes(message):
+            for n in needles:
+                assert n not in blob, f"client message {message.metadata.message_type} leaks a pattern"
+
+
+def test_the_server_never_sees_the_key(tmp_path):
+    node = {"shuffle-key": KEY_HEX}
+    res, grid = _run(tmp_path, ["protect=ppfr_fd"], node_config=node)
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    for needle in (bytes.fromhex(KEY_HEX), KEY_HEX.encode()):
+        assert needle not in written
+        assert needle not in json.dumps(res).encode()
+
+
+def test_bad_federation_config_fails_before_any_round(tmp_path):
+    with pytest.raises(ValueError, match="federation.num_clients=20 exceeds"):
+        prepare_federation(compose_config([*SMALL, "federation.num_clients=20", f"run.dir={tmp_path}"]))
+    with pytest.raises(ValueError, match="fraction_train"):
+        prepare_federation(compose_config([*SMALL, "federation.fraction_train=0.1", f"run.dir={tmp_path}"]))
+    with pytest.raises(ValueError, match="federation.head"):
+        prepare_federation(compose_config([*SMALL, "federation.head=global", f"run.dir={tmp_path}"]))
