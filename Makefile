@@ -7,7 +7,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO := 0
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow bench bench-federation flwr-run flwr-stop venv clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,20 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_masking.py
+	$(PY) scripts/bench_federation.py
+
+# `flwr run` of the same apps on Flower's local simulation SuperLink, offline, with a project-local Flower home.
+# usage: make flwr-run OVERRIDES="data=orl protect=ppfr_fd federation.num_clients=4 federation.rounds=5" NODES=4
+FLWR_ENV = PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLWR_HOME="$(CURDIR)/.flwr" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+NODES ?= 4
+OVERRIDES ?= federation.num_clients=$(NODES)
+flwr-run: $(STAMP)
+	$(FLWR_ENV) flwr run . local-simulation --stream \
+	  --federation-config "num-supernodes=$(NODES) client-resources-num-cpus=1" \
+	  -c 'overrides="$(OVERRIDES)" run-dir="$(CURDIR)/results/flwr-run"'
+
+flwr-stop:  # the local SuperLink that `flwr run` starts keeps running; this stops it
+	-pkill -f "flower-superlink.*$(CURDIR)/.flwr"
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

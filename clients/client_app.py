@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+from collections import OrderedDict
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -23,7 +24,11 @@ from strategies.records import (ARRAYS, CONFIG, LOCAL, METRICS, POLICY, POLICY_U
 
 torch.set_num_threads(1)  # one ClientApp per core in simulation
 app = ClientApp()
-_TASKS: dict[tuple, ClientTask] = {}  # per worker process: data and model built once per (run config, partition)
+# Per worker process: the tasks of the last few partitions it served (the dataset itself is cached once per process).
+# Bounded, so a simulation worker's memory does not grow with the number of virtual clients: an evicted task is
+# rebuilt from the run config when its partition is sampled again (what it must keep lives in context.state).
+_TASKS: OrderedDict[tuple, ClientTask] = OrderedDict()
+MAX_TASKS = 4
 
 
 class InjectedFailure(RuntimeError):
@@ -39,9 +44,10 @@ def _task(msg: Message, context: Context) -> tuple[ClientTask, dict]:
     if ident not in _TASKS:
         allow_demo = os.environ.get("FEDFACE_ALLOW_DEMO_KEY") == "1"
         key = load_key(context.node_config, allow_demo=allow_demo) if needs_key(cfg["protect"]) else None
-        for old in [t for t in _TASKS if t[0] != ident[0]]:  # one run at a time per worker: drop earlier runs
-            del _TASKS[old]
         _TASKS[ident] = ClientTask(cfg, pid, n, key, context.node_config.get("data-root"))
+        while len(_TASKS) > MAX_TASKS:
+            _TASKS.popitem(last=False)
+    _TASKS.move_to_end(ident)
     return _TASKS[ident], cfg
 
 

@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from fedface.federation.checkpoint import (load_checkpoint, load_optimizer_arrays, optimizer_arrays, save_checkpoint,
                                            to_numpy)
 from fedface.federation.params import federated_state, nbytes
+from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
@@ -30,13 +31,16 @@ from strategies.strategy import FedFaceAvg
 log = logging.getLogger(__name__)
 
 
-def initial_model(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The global model the federation starts from (seeded): backbone, plus the head when it is shared."""
+def initial_model(cfg: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """The global model the federation starts from (seeded): backbone, plus the head when it is shared; with
+    ``federation.pretrain.epochs`` the backbone is first pre-trained on the public identities (returns its facts)."""
     torch.manual_seed(int(cfg["seed"]))
     fed = cfg["federation"]
     backbone = build_backbone(cfg["model"], input_spec(cfg["protect"]))
     head = build_head(cfg["model"], backbone.embedding_size, int(fed["num_classes"]))
-    return federated_state(backbone, head, fed["head"], fed["bn"])
+    epochs = int(fed.get("pretrain", {}).get("epochs", 0))
+    facts = pretrain_public(cfg, backbone, epochs) if epochs > 0 else None
+    return federated_state(backbone, head, fed["head"], fed["bn"]), facts
 
 
 def build_policy(cfg: dict[str, Any]) -> tuple[PolicyNet | None, torch.optim.Optimizer | None, MixupConfig]:
@@ -58,7 +62,6 @@ def round_lr(cfg: dict[str, Any], server_round: int) -> float:
 
 def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     fed = cfg["federation"]
-    arrays = initial_model(cfg)
     policy, optimizer, mcfg = build_policy(cfg)
     strategy = FedFaceAvg(cfg, policy, optimizer, mcfg.baseline_momentum,
                           fraction_train=float(fed["fraction_train"]), fraction_evaluate=1.0,
@@ -67,13 +70,16 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     results: dict[str, Any] = {"command": "simulate", "status": "running", "rounds": [], "config": cfg}
     start = 1
     ckpt_dir = run_dir / "checkpoint"
-    if fed.get("resume") and (ckpt := load_checkpoint(ckpt_dir)) is not None:
+    ckpt = load_checkpoint(ckpt_dir) if fed.get("resume") else None
+    if ckpt is None:
+        arrays, results["pretrain"] = initial_model(cfg)
+    else:
         last, arrays, policy_state, state = ckpt
         if policy is not None and policy_state is not None:
             policy.load_state_dict({k: torch.as_tensor(v) for k, v in policy_state.items() if not k.startswith("opt.")})
             load_optimizer_arrays(optimizer, policy_state, state["policy_optimizer"])
         strategy.baseline = state.get("baseline")
-        results["rounds"] = state.get("history", [])
+        results["rounds"], results["pretrain"] = state.get("history", []), state.get("pretrain")
         start = last + 1
         log.info("resuming after round %d from %s", last, ckpt_dir)
     writer = _tensorboard(run_dir)
@@ -102,7 +108,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             record["policy_baseline"] = strategy.baseline
         results["rounds"].append(record)
         _log_round(writer, record)
-        _checkpoint(ckpt_dir, rnd, arrays, policy, optimizer, strategy.baseline, results["rounds"])
+        _checkpoint(ckpt_dir, rnd, arrays, policy, optimizer,
+                    {"baseline": strategy.baseline, "history": results["rounds"], "pretrain": results["pretrain"]})
         atomic_write_json(run_dir / "results.json", results)
         log.info("round %d: %s", rnd, {k: record[k] for k in ("accuracy", "train_loss", "received", "seconds")
                                         if k in record})
@@ -112,14 +119,13 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     return results
 
 
-def _checkpoint(folder: Path, rnd: int, arrays: dict[str, np.ndarray], policy, optimizer, baseline,
-                history: list[dict]) -> None:
+def _checkpoint(folder: Path, rnd: int, arrays: dict[str, np.ndarray], policy, optimizer,
+                state: dict[str, Any]) -> None:
     policy_arrays, groups = None, None
     if policy is not None:
         opt_arrays, groups = optimizer_arrays(optimizer)
         policy_arrays = {**to_numpy(policy.state_dict()), **opt_arrays}
-    save_checkpoint(folder, rnd, arrays, policy_arrays,
-                    {"baseline": baseline, "history": history, "policy_optimizer": groups})
+    save_checkpoint(folder, rnd, arrays, policy_arrays, {**state, "policy_optimizer": groups})
 
 
 def _tensorboard(run_dir: Path):

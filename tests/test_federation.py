@@ -148,3 +148,24 @@ def test_bad_federation_config_fails_before_any_round(tmp_path):
         prepare_federation(compose_config([*SMALL, "federation.fraction_train=0.1", f"run.dir={tmp_path}"]))
     with pytest.raises(ValueError, match="federation.head"):
         prepare_federation(compose_config([*SMALL, "federation.head=global", f"run.dir={tmp_path}"]))
+
+
+def test_public_pretraining_before_round_one(tmp_path):
+    res, _ = _run(tmp_path, ["data.split.public_identities=3", "federation.pretrain.epochs=2"])
+    assert res["pretrain"]["identities"] == 3 and res["pretrain"]["images"] == 18
+    assert np.isfinite(res["pretrain"]["loss"]) and res["status"] == "done"
+    with pytest.raises(ValueError, match="data.split.public_identities"):
+        _run(tmp_path / "none", ["federation.pretrain.epochs=2"])
+
+
+@pytest.mark.slow
+def test_simulate_on_ray_end_to_end(tmp_path):
+    """The real simulation engine (Ray actors): fedface simulate, 3 clients, 2 rounds, masking + adaptive MixUp."""
+    from fedface.cli import main
+
+    run_dir = tmp_path / "sim"
+    assert main(["simulate", *SMALL, "protect=ppfr_fd", "mixup=adaptive", "mixup.k_max=3",
+                 f"run.dir={run_dir}"]) == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["status"] == "done" and len(res["rounds"]) == 2
+    assert all(r["received"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in res["rounds"])

@@ -82,7 +82,8 @@ def load_faces(
 ) -> FaceDataset:
     """Load a named face dataset: orl, lfwa, lfw_min20, folder (``path`` = any identity-per-folder tree), synthetic."""
     if name == "synthetic":
-        data = synthetic_faces(**synthetic_kwargs)
+        key = f"synthetic:{sorted(synthetic_kwargs.items())}"
+        data = _MEMORY[key] if key in _MEMORY else _MEMORY.setdefault(key, synthetic_faces(**synthetic_kwargs))
     elif name == "folder":
         if path is None:
             raise ValueError("data=folder needs data.path=<folder with one sub-folder per identity>")

@@ -6,6 +6,8 @@ here: the raw shard, the protection (built with the key the node read from its o
 """
 from __future__ import annotations
 
+import functools
+import json
 import time
 import zlib
 from collections.abc import Mapping
@@ -35,6 +37,17 @@ class ClientReply:
     local_state: dict[str, np.ndarray] = field(default_factory=dict)  # kept on the node (local head / BN)
 
 
+@functools.lru_cache(maxsize=2)
+def _federation_split(data_cfg_json: str, seed: int, num_partitions: int):
+    """Dataset, partition table and shards, computed once per process (every simulated client shares them)."""
+    data_cfg = json.loads(data_cfg_json)
+    data = load_configured(data_cfg)
+    table = make_partition(data, data_cfg, seed, root=data_cfg.get("root"))
+    shards = make_shards(data.labels[table.train_idx].numpy(), num_partitions, data_cfg.get("shards", "identity"),
+                         float(data_cfg.get("dirichlet_alpha", 0.5)), seed)
+    return data, table, shards
+
+
 def client_seed(seed: int, server_round: int, partition_id: int) -> int:
     """Each client's randomness per round (batch order, augmentation, Shuffle2, MixUp partners, k)."""
     return zlib.crc32(f"{seed}/{server_round}/{partition_id}".encode())
@@ -50,11 +63,9 @@ class ClientTask:
         self.head_mode, self.bn_mode = fed["head"], fed["bn"]
         check_modes(self.head_mode, self.bn_mode)
         data_cfg = {**cfg["data"], **({"root": data_root} if data_root else {})}
-        self.data = load_configured(data_cfg)
-        self.table = make_partition(self.data, data_cfg, int(cfg["seed"]), root=data_cfg.get("root"))
+        self.data, self.table, shards = _federation_split(json.dumps(data_cfg, sort_keys=True), int(cfg["seed"]),
+                                                          num_partitions)
         train_labels = self.data.labels[self.table.train_idx].numpy()
-        shards = make_shards(train_labels, num_partitions, data_cfg.get("shards", "identity"),
-                             float(data_cfg.get("dirichlet_alpha", 0.5)), int(cfg["seed"]))
         idx = self.table.train_idx[shards[partition_id]]
         # global label space = rank among all train identities (needed by a shared head); a local head relabels
         global_ids = np.unique(train_labels)

@@ -17,8 +17,9 @@ from fedface.protect import input_spec
 def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as a plain dict, validated; raises one ValueError naming the bad key.
 
-    Simulation only: the partition is computed here to check the shards (num_clients vs identities) and to size a
-    shared head; in a deployment each node checks its own folder.
+    With ``federation.num_classes`` unset (simulation), the partition is computed here to check the shards
+    (num_clients vs identities) and to size a shared head. Set (a deployment), no face data is read: each node checks
+    its own folder.
     """
     plain = to_container(cfg)
     fed = plain["federation"]
@@ -29,12 +30,13 @@ def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
                          "zero clients per round")
     if not 1 <= int(fed["min_train_nodes"]) <= n:
         raise ValueError(f"federation.min_train_nodes={fed['min_train_nodes']} must be in [1, num_clients={n}]")
-    data = load_configured(plain["data"])
-    table = make_partition(data, plain["data"], int(plain["seed"]), root=plain["data"].get("root"))
-    labels = data.labels[table.train_idx].numpy()
-    make_shards(labels, n, plain["data"].get("shards", "identity"), float(plain["data"].get("dirichlet_alpha", 0.5)),
-                int(plain["seed"]))
     spec = input_spec(plain["protect"])  # unknown protection / bad protection config fails here
     build_mixer(plain["mixup"], spec, int(plain["train"]["batch_size"]))  # bad k range fails here
-    fed["num_classes"] = int(len(set(labels.tolist())))
+    if fed.get("num_classes") is None:
+        data = load_configured(plain["data"])
+        table = make_partition(data, plain["data"], int(plain["seed"]), root=plain["data"].get("root"))
+        labels = data.labels[table.train_idx].numpy()
+        make_shards(labels, n, plain["data"].get("shards", "identity"),
+                    float(plain["data"].get("dirichlet_alpha", 0.5)), int(plain["seed"]))
+        fed["num_classes"] = int(len(set(labels.tolist())))
     return plain
