@@ -82,6 +82,15 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+@app.query()
+def preflight(msg: Message, context: Context) -> Message:
+    """Before round 1: build this node's task (data, key, protection) and report what the server must check."""
+    task, _ = _task(msg, context)
+    spec = task.protection.output_spec(112, 112)
+    metrics = {"num-examples": task.num_examples, "input-shape": list(spec.shape)}
+    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     task, _ = _task(msg, context)

@@ -82,6 +82,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         results["rounds"], results["pretrain"] = state.get("history", []), state.get("pretrain")
         start = last + 1
         log.info("resuming after round %d from %s", last, ckpt_dir)
+    results["preflight"] = strategy.preflight(grid, list(input_spec(cfg["protect"]).shape), float(fed["round_timeout"]))
+    results["mixup_k"] = list(mcfg.ks) if mcfg.name != "none" else []
     writer = _tensorboard(run_dir)
     for rnd in range(start, int(fed["rounds"]) + 1):
         t0 = time.perf_counter()
@@ -107,7 +109,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         if policy is not None:
             record["policy_baseline"] = strategy.baseline
         results["rounds"].append(record)
-        _log_round(writer, record)
+        _log_round(writer, record, results["mixup_k"])
         _checkpoint(ckpt_dir, rnd, arrays, policy, optimizer,
                     {"baseline": strategy.baseline, "history": results["rounds"], "pretrain": results["pretrain"]})
         atomic_write_json(run_dir / "results.json", results)
@@ -134,7 +136,7 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def _log_round(writer, record: dict[str, Any]) -> None:
+def _log_round(writer, record: dict[str, Any], ks: list[int]) -> None:
     rnd = record["round"]
     for key in ("accuracy", "auc", "train_loss", "bytes_sent", "bytes_received", "received"):
         if record.get(key) is not None:
@@ -142,6 +144,6 @@ def _log_round(writer, record: dict[str, Any]) -> None:
     if record.get("k_counts"):
         counts = np.asarray(record["k_counts"], dtype=float)
         if counts.sum() > 0:
-            for i, share in enumerate(counts / counts.sum()):
-                writer.add_scalar(f"mixup/k_share_{i}", share, rnd)
+            for k, share in zip(ks, counts / counts.sum()):
+                writer.add_scalar(f"mixup/share_k{k}", share, rnd)
     writer.flush()

@@ -86,6 +86,27 @@ class FedFaceAvg(FedAvg):
         grads = [torch.as_tensor(record[n].numpy()) for n in names]
         return PolicyUpdate(grads, int(m["policy-steps"]), [int(c) for c in m["k-counts"]], float(m["reward-sum"]))
 
+    def preflight(self, grid: Grid, expected_shape: list[int], timeout: float) -> dict[str, Any]:
+        """Ask every connected node to build its task before round 1 and check its answer: a node without its key,
+        data or with a protection that yields another input shape stops the run here, naming the node and reason."""
+        cfg = ConfigRecord({RUN_CONFIG: self.run_config_json})
+        messages = [Message(content=RecordDict({CONFIG: cfg}), dst_node_id=n, message_type=MessageType.QUERY)
+                    for n in sorted(grid.get_node_ids())]
+        problems, examples = [], {}
+        for reply in grid.send_and_receive(messages, timeout=timeout):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                problems.append(f"node {node}: {reply.error.reason}")
+                continue
+            m = reply.content[METRICS]
+            examples[node] = int(m["num-examples"])
+            if list(m["input-shape"]) != list(expected_shape):
+                problems.append(f"node {node}: protection yields model inputs {list(m['input-shape'])}, the server's "
+                                f"model expects {list(expected_shape)} (protect.* differs between server and node)")
+        if problems:
+            raise RuntimeError("pre-flight check failed before round 1:\n  " + "\n  ".join(problems))
+        return {"nodes": len(examples), "examples": sum(examples.values())}
+
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         """Only the evaluator node (the lowest node id) evaluates: it holds the key and the test pairs."""

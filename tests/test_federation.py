@@ -169,3 +169,14 @@ def test_simulate_on_ray_end_to_end(tmp_path):
     res = json.loads((run_dir / "results.json").read_text())
     assert res["status"] == "done" and len(res["rounds"]) == 2
     assert all(r["received"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in res["rounds"])
+
+
+def test_preflight_stops_a_node_without_its_key_before_round_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("FEDFACE_KEY", raising=False)
+    monkeypatch.delenv("FEDFACE_ALLOW_DEMO_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="(?s)pre-flight.*FEDFACE_KEY"):
+        _run(tmp_path, ["protect=ppfr_fd"])  # no node has shuffle-key or FEDFACE_KEY
+    assert not (tmp_path / "results.json").exists() or json.loads((tmp_path / "results.json").read_text())["rounds"] == []
+    bad = LocalGrid(client_app, 3, {"shuffle-key": "too-short"})
+    with pytest.raises(RuntimeError, match="shuffle-key"):
+        _run(tmp_path / "short", ["protect=ppfr_fd"], grid=bad)
