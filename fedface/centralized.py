@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from fedface.data.partition import make_partition
-from fedface.data.sources import load_faces
+from fedface.data.sources import load_configured
 from fedface.eval import evaluate
 from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head, count_parameters
@@ -23,17 +23,6 @@ from fedface.runs import RunDir, machine_info, seed_everything
 from fedface.train import NonFiniteLossError, TrainConfig, pick_device, train_local
 
 log = logging.getLogger(__name__)
-
-
-def load_data(data_cfg) -> Any:
-    """The dataset named by the ``data`` config group."""
-    name = data_cfg.name
-    if name == "synthetic":
-        return load_faces("synthetic", num_identities=int(data_cfg.num_identities),
-                          images_per_identity=int(data_cfg.images_per_identity),
-                          seed=int(data_cfg.generator_seed))
-    return load_faces(name, root=data_cfg.get("root"), path=data_cfg.get("path"),
-                      min_images_per_identity=int(data_cfg.get("min_images_per_identity", 1)))
 
 
 def client_key(protect_cfg) -> bytes | None:
@@ -54,7 +43,7 @@ def run_train(cfg: DictConfig) -> dict:
     gen = seed_everything(int(cfg.seed))
     device = pick_device(cfg.device)
     run = RunDir(cfg.run.dir, cfg)
-    data = load_data(cfg.data)
+    data = load_configured(cfg.data)
     table = make_partition(data, cfg.data, int(cfg.seed), root=cfg.data.get("root"))
     run.write_json("partition.json", table.to_json())
     train = data.subset(table.train_idx)

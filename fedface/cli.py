@@ -54,11 +54,11 @@ def _simulate(overrides: list[str]) -> int:
 
 
 def _partition(overrides: list[str]) -> int:
-    from fedface.centralized import load_data
+    from fedface.data.sources import load_configured
     from fedface.data.partition import make_partition
 
     cfg = compose_config(overrides)
-    table = make_partition(load_data(cfg.data), cfg.data, int(cfg.seed), root=cfg.data.get("root"))
+    table = make_partition(load_configured(cfg.data), cfg.data, int(cfg.seed), root=cfg.data.get("root"))
     print(json.dumps(table.summary(), indent=2))
     return 0
 
@@ -76,11 +76,11 @@ def _fetch(args: list[str]) -> int:
 
 def _energy(overrides: list[str]) -> int:
     """Paper 000's energy facts on a dataset: share in DC, and removed by dropping DC + channels >= keep."""
-    from fedface.centralized import load_data
+    from fedface.data.sources import load_configured
     from fedface.freq import energy_report
 
     cfg = compose_config(overrides)
-    data = load_data(cfg.data)
+    data = load_configured(cfg.data)
     keep = int(cfg.protect.get("keep", 36)) if cfg.protect.name == "ppfr_fd" else 36
     r = energy_report(data.images.float()[:, None], keep=keep)
     print(f"{r['images']} {cfg.data.name} faces: DC holds {r['dc']:.2%} of the energy (paper 000: >90%); dropping "

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +38,15 @@ def _one_line(err: Exception) -> str:
     # Hydra nests the useful part ("Key 'foo' is not in struct", "Could not find 'data/xyz'") in its message
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
     return " | ".join(lines[:4])
+
+
+def known_keys_only(cls, cfg: Mapping[str, Any], group: str) -> dict[str, Any]:
+    """``cfg`` as a plain dict after checking every key is a field of dataclass ``cls``; else one error naming
+    the unknown ``group.key``s."""
+    unknown = sorted(set(cfg) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {group} config key(s) {', '.join(f'{group}.{k}' for k in unknown)}")
+    return dict(cfg)
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from fedface.config import known_keys_only
 from fedface.mixup.mix import WEIGHT_DRAWS
 
 NAMES = ("none", "fixed", "adaptive")
@@ -26,11 +27,7 @@ class MixupConfig:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "MixupConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise ValueError(f"unknown mixup config key(s) {', '.join('mixup.' + k for k in unknown)}")
-        values = dict(cfg)
+        values = known_keys_only(cls, cfg, "mixup")
         if "reward_weights" in values:
             values["reward_weights"] = tuple(float(w) for w in values["reward_weights"])
         return cls(**values)

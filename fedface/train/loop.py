@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fedface.config import known_keys_only
 from fedface.models.arcface import soft_targets
 from fedface.protect.base import Protection
 
@@ -47,11 +48,7 @@ class TrainConfig:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise ValueError(f"unknown train config key(s) {', '.join('train.' + k for k in unknown)}")
-        return cls(**{k: cfg[k] for k in cfg})
+        return cls(**known_keys_only(cls, cfg, "train"))
 
 
 @dataclass
