@@ -98,6 +98,7 @@ def run_train(cfg: DictConfig) -> dict:
                "images_per_second": stats.images_per_second, "seconds_per_epoch": t_train / max(tcfg.epochs, 1),
                "final_loss": stats.loss},
         eval_seconds=time.perf_counter() - t0 - t_train,
+        protection=protection.describe(),  # after training: learnt parts (the analysis gates) as trained
     )
     if mixer is not None:
         results["mixup"] = mixer.describe()

@@ -36,3 +36,11 @@ def test_user_errors_are_one_line(tmp_path, capsys, override, needle):
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "fedface.cli", "--help"], capture_output=True, text=True, check=True)
     assert "fedface <command>" in out.stdout
+
+
+def test_analysis_network_reports_its_trained_gates(tmp_path):
+    run_dir = tmp_path / "analysis"
+    assert main(["train", *FAST, "protect=ppfr_analysis", "train.epochs=2", f"run.dir={run_dir}"]) == 0
+    prot = json.loads((run_dir / "results.json").read_text())["protection"]
+    assert prot["analysis"] and len(prot["weights"]) == 36
+    assert min(prot["weights"]) < 0.95  # Loss_pri moved the gates from their start a_i = 0.95
