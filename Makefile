@@ -30,6 +30,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_masking.py
+	$(PY) scripts/bench_training.py
 	$(PY) scripts/bench_federation.py
 
 # `flwr run` of the same apps on Flower's local simulation SuperLink, offline, with a project-local Flower home.
