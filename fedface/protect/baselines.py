@@ -12,6 +12,7 @@ import torch
 
 from fedface.freq.bdct import block_grid
 from fedface.freq.ppfr import draw
+from fedface.mixup.mix import mix_weights, shuffle_partners
 from fedface.protect import register
 from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, InputSpec, Protection
 from fedface.protect.frequency import dct_input
@@ -133,10 +134,8 @@ class InstaHide(Protection):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         z = dct_input(x) if self.domain == "freq" else standardize(x)
         b = z.shape[0]
-        others = draw(torch.rand, (self.k - 1, b), generator, x.device).argsort(dim=1).T
-        partners = torch.cat([torch.arange(b, device=x.device)[:, None], others], dim=1)
-        weights = -torch.log1p(-draw(torch.rand, (b, self.k), generator, x.device))  # Exp(1) -> Dirichlet(1)
-        weights = weights / weights.sum(dim=1, keepdim=True)
+        partners = shuffle_partners(b, self.k, generator, x.device)
+        weights = mix_weights(b, self.k, 1.0, generator, x.device, "dirichlet")  # Exp(1) -> Dirichlet(1), no cap
         mixed = torch.einsum("bk,bk...->b...", weights, z[partners])
         sign = torch.where(draw(torch.rand, z.shape, generator, x.device) < 0.5, -1.0, 1.0)
         self._mix = (partners, weights)
