@@ -60,6 +60,18 @@ def round_lr(cfg: dict[str, Any], server_round: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / max(rounds, 1)))
 
 
+def plateaued(history: list[dict[str, Any]], plateau: dict[str, Any]) -> bool:
+    """True when the last ``patience`` evaluations brought no accuracy gain of ``min_delta`` over the best one
+    before them. Computed from the round history alone, so a resumed run stops where an uninterrupted one would."""
+    patience = plateau.get("patience")
+    if not patience:
+        return False
+    accs = [r["accuracy"] for r in history if r.get("accuracy") is not None]
+    if len(accs) <= int(patience):
+        return False
+    return max(accs[-int(patience):]) < max(accs[:-int(patience)]) + float(plateau.get("min_delta", 0.0))
+
+
 def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     fed = cfg["federation"]
     policy, optimizer, mcfg = build_policy(cfg)
@@ -115,6 +127,11 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         atomic_write_json(run_dir / "results.json", results)
         log.info("round %d: %s", rnd, {k: record[k] for k in ("accuracy", "train_loss", "received", "seconds")
                                         if k in record})
+        if plateaued(results["rounds"], fed.get("plateau") or {}):
+            results["stopped"] = f"accuracy plateaued: no gain >= {fed['plateau']['min_delta']} in " \
+                                 f"{fed['plateau']['patience']} evaluations (round {rnd})"
+            log.info(results["stopped"])
+            break
     results["status"] = "done"
     atomic_write_json(run_dir / "results.json", results)
     writer.close()

@@ -180,3 +180,20 @@ def test_preflight_stops_a_node_without_its_key_before_round_one(tmp_path, monke
     bad = LocalGrid(client_app, 3, {"shuffle-key": "too-short"})
     with pytest.raises(RuntimeError, match="shuffle-key"):
         _run(tmp_path / "short", ["protect=ppfr_fd"], grid=bad)
+
+
+def test_plateau_rule_stops_only_after_patience_evaluations_without_gain():
+    from strategies.server_loop import plateaued
+
+    rule = {"patience": 2, "min_delta": 0.01}
+    hist = [{"accuracy": a} for a in (0.5, 0.6, 0.605, 0.608)]
+    assert plateaued(hist, rule)                              # 0.605, 0.608 < 0.6 + 0.01
+    assert not plateaued(hist[:3], rule)                      # only one evaluation after the best
+    assert not plateaued([*hist[:3], {"accuracy": 0.62}], rule)
+    assert not plateaued(hist, {"patience": None})
+    assert not plateaued([{"accuracy": None}, *hist[:2]], rule)  # rounds without evaluation do not count
+
+
+def test_a_plateaued_run_stops_before_its_last_round(tmp_path):
+    res, _ = _run(tmp_path, ["federation.rounds=6", "federation.plateau.patience=1", "federation.plateau.min_delta=1.0"])
+    assert res["status"] == "done" and len(res["rounds"]) == 2 and "plateaued" in res["stopped"]
