@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(PY) scripts/bench_masking.py
 	$(PY) scripts/bench_training.py
 	$(PY) scripts/bench_federation.py
+	$(PY) scripts/attack_fixture.py
+	$(PY) scripts/bench_attacks.py
 
 # `flwr run` of the same apps on Flower's local simulation SuperLink, offline, with a project-local Flower home.
 # usage: make flwr-run OVERRIDES="data=orl protect=ppfr_fd federation.num_clients=4 federation.rounds=5" NODES=4

@@ -16,6 +16,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedface.attacks.ground_truth import ground_truth_path
 from fedface.federation.client import ClientTask, client_seed
 from fedface.protect import needs_key
 from fedface.protect.keys import load_key
@@ -66,7 +67,8 @@ def train(msg: Message, context: Context) -> Message:
     policy = from_record(msg.content[POLICY]) if POLICY in msg.content else None
     baseline = float(round_cfg.get("policy-baseline", float("nan")))
     reply = task.train(from_record(msg.content[ARRAYS]), server_round, dict(round_cfg), policy,
-                       None if baseline != baseline else baseline, _local_state(context))
+                       None if baseline != baseline else baseline, _local_state(context),
+                       ground_truth_path(server_round, context.node_id))
     if reply.local_state:
         context.state[LOCAL] = to_record(reply.local_state)
     metrics = dict(reply.metrics)

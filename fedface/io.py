@@ -39,6 +39,13 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     _atomic(path, lambda fh: np.save(fh, arr))
 
 
+def atomic_save_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Named arrays as one safetensors file (never pickle)."""
+    from safetensors.numpy import save
+
+    _atomic(path, lambda fh: fh.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()})))
+
+
 def _json_default(o: Any):
     if isinstance(o, (np.integer,)):
         return int(o)

@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 set_name=$1; shift
 declare -A rows
 if [ "$set_name" = orl ]; then
-  # 30 train identities over 8 clients = 3-4 identities each; 2 local epochs per round; stop after 8 evaluations
+  # 30 train identities over 8 clients = 3-4 identities each; 2 local epochs per round; stop after 6 evaluations
   # without a 0.5-point gain. Pre-training: 10 of the 30 identities become the server's public split (20 epochs).
-  common="data=orl federation.num_clients=8 federation.rounds=40 federation.local_epochs=2 federation.eval_every=1
-          federation.plateau.patience=8 federation.plateau.min_delta=0.005 mixup.policy_lr=0.01"
+  common="data=orl federation.num_clients=8 federation.rounds=30 federation.local_epochs=2 federation.eval_every=1
+          federation.plateau.patience=6 federation.plateau.min_delta=0.005 mixup.policy_lr=0.01"
   pre="data.split.public_identities=10 federation.pretrain.epochs=20"
   for head in local shared; do
     rows[none-$head]="protect=none federation.head=$head"

@@ -26,6 +26,7 @@ from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
 from strategies.records import from_record, to_record
+from strategies.malicious import MaliciousFedFaceAvg
 from strategies.strategy import FedFaceAvg
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,13 @@ def plateaued(history: list[dict[str, Any]], plateau: dict[str, Any]) -> bool:
 def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     fed = cfg["federation"]
     policy, optimizer, mcfg = build_policy(cfg)
-    strategy = FedFaceAvg(cfg, policy, optimizer, mcfg.baseline_momentum,
-                          fraction_train=float(fed["fraction_train"]), fraction_evaluate=1.0,
-                          min_train_nodes=int(fed["min_train_nodes"]), min_evaluate_nodes=1,
-                          min_available_nodes=int(fed["num_clients"]))
+    kwargs = dict(fraction_train=float(fed["fraction_train"]), fraction_evaluate=1.0,
+                  min_train_nodes=int(fed["min_train_nodes"]), min_evaluate_nodes=1,
+                  min_available_nodes=int(fed["num_clients"]))
+    if cfg.get("attack", {}).get("name", "none") != "none":  # the malicious server (attacks, same aggregation)
+        strategy = MaliciousFedFaceAvg(cfg, run_dir, policy, optimizer, mcfg.baseline_momentum, **kwargs)
+    else:
+        strategy = FedFaceAvg(cfg, policy, optimizer, mcfg.baseline_momentum, **kwargs)
     results: dict[str, Any] = {"command": "simulate", "status": "running", "rounds": [], "config": cfg}
     start = 1
     ckpt_dir = run_dir / "checkpoint"

@@ -12,6 +12,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig
 
+from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+from fedface.attacks.scoring import ground_truth_dir
 from fedface.federation.setup import prepare_federation
 from fedface.io import atomic_write_json
 from fedface.protect import needs_key
@@ -61,6 +63,9 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     plain = prepare_federation(cfg)
     run = RunDir(cfg.run.dir, cfg)
     simulated_clients_key(plain)
+    if plain["attack"]["name"] != "none" and plain["attack"].get("ground_truth", True):
+        # attack experiments: simulated clients record what entered their model, for scoring (never sent)
+        os.environ[GROUND_TRUTH_ENV] = str(ground_truth_dir(run.path))
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     run_simulation(server_app=server_app_for(plain, run.path), client_app=client_app,

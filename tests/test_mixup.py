@@ -34,7 +34,7 @@ def test_labels_are_those_of_the_samples_actually_mixed():
     b, k = 12, 3
     x = torch.eye(b).view(b, b, 1, 1)  # sample i is the unit vector e_i: the mix shows who went in with what weight
     labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1])
-    mixed, y, c = mixup(x, labels, k, torch.Generator().manual_seed(0))
+    mixed, y, c, _ = mixup(x, labels, k, torch.Generator().manual_seed(0))
     assert y.shape == c.shape == (b, k) and y.dtype == torch.long
     assert torch.equal(y[:, 0], labels)  # column 0 is the batch itself
     contributions = mixed.view(b, b)  # row i: weight of every batch sample in mixed sample i
@@ -44,7 +44,7 @@ def test_labels_are_those_of_the_samples_actually_mixed():
 
 def test_fixed_k_is_respected():
     mixer = build_mixer({"name": "fixed", "k": 3}, FREQ, 16)
-    mixed, y, c = mixer.mix(_batch(0), torch.arange(16), torch.Generator().manual_seed(0))
+    mixed, y, c, _ = mixer.mix(_batch(0), torch.arange(16), torch.Generator().manual_seed(0))
     assert mixed.shape == (16, *FREQ.shape) and y.shape == c.shape == (16, 3)
     assert mixer.k_counts == [1] and mixer.describe()["k"] == [3]
 

@@ -156,3 +156,17 @@ def load_configured(data_cfg: Mapping) -> FaceDataset:
                           seed=int(data_cfg.get("generator_seed", 0)))
     return load_faces(data_cfg["name"], root=data_cfg.get("root"), path=data_cfg.get("path"),
                       min_images_per_identity=int(data_cfg.get("min_images_per_identity", 1)))
+
+
+def load_aux(table, root: str | os.PathLike | None = None, limit: int | None = 512, seed: int = 0
+             ) -> torch.Tensor | None:
+    """The attacker's auxiliary faces (uint8 (N, 112, 112)): LFW-a images of ``table.aux_identities`` (people in no
+    client's data and no test pair), a seeded sample of at most ``limit``. None when the table has no aux source."""
+    if table.aux_source != "lfwa" or not table.aux_identities:
+        return None
+    lfwa = load_faces("lfwa", root)
+    wanted = set(table.aux_identities)
+    idx = [i for i, lab in enumerate(lfwa.labels.tolist()) if lfwa.identity_names[lab] in wanted]
+    if limit is not None and len(idx) > limit:
+        idx = sorted(np.random.default_rng(seed).choice(idx, limit, replace=False).tolist())
+    return lfwa.images[torch.as_tensor(idx, dtype=torch.long)]

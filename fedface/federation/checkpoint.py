@@ -12,16 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save
+from safetensors.numpy import load_file
 
-from fedface.io import atomic_write_bytes, atomic_write_json
+from fedface.io import atomic_save_safetensors, atomic_write_json
 
 ARRAYS, POLICY, STATE = "global.safetensors", "policy.safetensors", "state.json"
 KEEP_ROUNDS = 2
-
-
-def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
 
 
 def save_checkpoint(folder: Path, server_round: int, arrays: dict[str, np.ndarray],
@@ -29,9 +25,9 @@ def save_checkpoint(folder: Path, server_round: int, arrays: dict[str, np.ndarra
     """Write round ``server_round`` into its own sub-folder, then point ``state.json`` at it (the commit point)."""
     folder = Path(folder)
     sub = folder / f"round-{server_round:05d}"
-    _save_arrays(sub / ARRAYS, arrays)
+    atomic_save_safetensors(sub / ARRAYS, arrays)
     if policy is not None:
-        _save_arrays(sub / POLICY, policy)
+        atomic_save_safetensors(sub / POLICY, policy)
     atomic_write_json(folder / STATE, {**state, "round": server_round, "folder": sub.name})
     for old in sorted(folder.glob("round-*"))[:-KEEP_ROUNDS]:
         for f in old.iterdir():

@@ -12,11 +12,13 @@ import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fedface.attacks.ground_truth import save_ground_truth
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_configured
 from fedface.data.shards import make_shards
@@ -98,8 +100,9 @@ class ClientTask:
 
     def train(self, arrays: Mapping[str, np.ndarray], server_round: int, round_cfg: Mapping[str, Any],
               policy: Mapping[str, np.ndarray] | None = None, baseline: float | None = None,
-              local_state: Mapping[str, np.ndarray] | None = None) -> ClientReply:
-        """One round of local training from the global ``arrays``; returns the update and what stays local."""
+              local_state: Mapping[str, np.ndarray] | None = None, ground_truth: Path | None = None) -> ClientReply:
+        """One round of local training from the global ``arrays``; returns the update and what stays local.
+        ``ground_truth``: also write what entered the model to this local file (attack experiments; never sent)."""
         if local_state:
             load_federated_state(self.backbone, self.head, local_state)
         load_federated_state(self.backbone, self.head, arrays)
@@ -108,10 +111,16 @@ class ClientTask:
             self.mixer.baseline = baseline
         tcfg = TrainConfig(**{**self.tcfg.__dict__, **{k: round_cfg[k] for k in ("lr", "epochs", "steps", "schedule")
                                                         if k in round_cfg}})
-        gen = torch.Generator().manual_seed(client_seed(int(self.cfg["seed"]), server_round, self.partition_id))
+        seed = client_seed(int(self.cfg["seed"]), server_round, self.partition_id)
+        gen = torch.Generator().manual_seed(seed)
+        record = [] if ground_truth is not None else None
         t0 = time.perf_counter()
         res = train_local(self.backbone, self.head, self.protection, self.images, self.labels, tcfg, gen,
-                          mixer=self.mixer)
+                          mixer=self.mixer, record=record)
+        if ground_truth is not None:
+            save_ground_truth(ground_truth, record, {"partition": self.partition_id, "seed": seed,
+                                                     "num_examples": self.num_examples,
+                                                     "labels": self.labels.tolist(), "head": self.head_mode})
         metrics = {"train_loss": float(res.loss), "num-examples": self.num_examples, "steps": res.steps,
                    "seconds": time.perf_counter() - t0}
         return ClientReply(federated_state(self.backbone, self.head, self.head_mode, self.bn_mode), metrics,

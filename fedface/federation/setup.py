@@ -5,6 +5,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from fedface.attacks.threat import AttackConfig
 from fedface.config import to_container
 from fedface.data.partition import make_partition
 from fedface.data.shards import make_shards
@@ -31,6 +32,7 @@ def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
     if not 1 <= int(fed["min_train_nodes"]) <= n:
         raise ValueError(f"federation.min_train_nodes={fed['min_train_nodes']} must be in [1, num_clients={n}]")
     spec = input_spec(plain["protect"])  # unknown protection / bad protection config fails here
+    AttackConfig.from_cfg(plain.get("attack", {"name": "none"}))  # unknown attack key fails here
     build_mixer(plain["mixup"], spec, int(plain["train"]["batch_size"]))  # bad k range fails here
     if fed.get("num_classes") is None:
         data = load_configured(plain["data"])

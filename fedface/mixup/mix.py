@@ -45,14 +45,20 @@ def mix_weights(batch: int, k: int, max_weight: float, generator: torch.Generato
     return w
 
 
+def mix_with(x: torch.Tensor, partners: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Row b of the supermatrix mixed with its weights: sum_j weights[b, j] * x[partners[b, j]]. The one mixing
+    formula, used by ``mixup``, InstaHide and attacks that know (or infer) the mixing structure."""
+    return torch.einsum("bk,bk...->b...", weights.to(x.dtype), x[partners])
+
+
 def mixup(x: torch.Tensor, labels: torch.Tensor, k: int, generator: torch.Generator | None, max_weight: float = 0.55,
-          how: str = "abs_normal") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mix every sample of ``x`` (B, ...) with k - 1 others of the batch -> (mixed x, labels (B, k), weights (B, k)).
+          how: str = "abs_normal") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mix every sample of ``x`` (B, ...) with k - 1 others of the batch -> (mixed x, labels (B, k), weights (B, k),
+    partners (B, k)).
 
     ``labels``/``weights`` are the MixUp labels: ``ArcFace.forward(emb, labels, weights)`` (Algorithm 1) and
-    ``soft_targets(labels, weights, C)`` take them as they are.
+    ``soft_targets(labels, weights, C)`` take them as they are; ``partners`` is the mixing structure (sample indices).
     """
     partners = shuffle_partners(x.shape[0], k, generator, x.device)
     weights = mix_weights(x.shape[0], k, max_weight, generator, x.device, how)
-    mixed = torch.einsum("bk,bk...->b...", weights.to(x.dtype), x[partners])
-    return mixed, labels.to(x.device)[partners], weights
+    return mix_with(x, partners, weights), labels.to(x.device)[partners], weights, partners

@@ -59,13 +59,14 @@ class Mixer:
         return index, log_pmf[index]
 
     def mix(self, model_input: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mixed model_input, labels (B, k), weights (B, k)) with this step's k."""
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mixed model_input, labels (B, k), weights (B, k), partners (B, k)) with this step's k."""
         index, log_prob = self.choose(model_input, generator)
         self.k_counts[index] += 1
-        mixed, y, c = mixup(model_input, labels, self.ks[index], generator, self.cfg.max_weight, self.cfg.weight_draw)
+        mixed, y, c, partners = mixup(model_input, labels, self.ks[index], generator, self.cfg.max_weight,
+                                      self.cfg.weight_draw)
         self._last = (index, log_prob, mixed.detach(), y, c)
-        return mixed, y, c
+        return mixed, y, c, partners
 
     def learn(self, backbone: nn.Module, head: nn.Module, reward1: torch.Tensor, lr: float) -> None:
         """REINFORCE bookkeeping of the last ``mix``: its reward (eq. 5; reward2 needs FRNet's ``.grad`` of that

@@ -12,7 +12,7 @@ import torch
 
 from fedface.freq.bdct import block_grid
 from fedface.freq.ppfr import draw
-from fedface.mixup.mix import mix_weights, shuffle_partners
+from fedface.mixup.mix import mix_weights, mix_with, shuffle_partners
 from fedface.protect import register
 from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, InputSpec, Protection
 from fedface.protect.frequency import dct_input
@@ -136,7 +136,7 @@ class InstaHide(Protection):
         b = z.shape[0]
         partners = shuffle_partners(b, self.k, generator, x.device)
         weights = mix_weights(b, self.k, 1.0, generator, x.device, "dirichlet")  # Exp(1) -> Dirichlet(1), no cap
-        mixed = torch.einsum("bk,bk...->b...", weights, z[partners])
+        mixed = mix_with(z, partners, weights)
         sign = torch.where(draw(torch.rand, z.shape, generator, x.device) < 0.5, -1.0, 1.0)
         self._mix = (partners, weights)
         return sign * mixed

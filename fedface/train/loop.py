@@ -52,6 +52,22 @@ class TrainConfig:
 
 
 @dataclass
+class StepRecord:
+    """What entered the model at one local step (kept only when ``train_local(record=...)`` asks): the ground truth
+    a gradient attack is scored against -- never sent anywhere, the experimenter's copy."""
+
+    model_input: torch.Tensor  # the protection's output, before MixUp (MixUp's sources)
+    labels: torch.Tensor  # (B,) labels of model_input
+    lr: float
+    mixed: torch.Tensor | None = None  # with MixUp: what entered the backbone
+    mix_labels: torch.Tensor | None = None  # (B, k)
+    mix_weights: torch.Tensor | None = None  # (B, k)
+    partners: torch.Tensor | None = None  # (B, k) indices into model_input
+    indices: torch.Tensor | None = None  # (B,) which of the shard's images this batch holds
+    pixels: torch.Tensor | None = None  # (B, 1, H, W) the augmented raw faces in [0, 255], before the protection
+
+
+@dataclass
 class TrainResult:
     steps: int = 0
     examples: int = 0
@@ -102,17 +118,25 @@ def fr_loss(backbone: nn.Module, head: nn.Module, model_input: torch.Tensor, lab
 
 def train_step(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
                labels: torch.Tensor, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-               generator: torch.Generator, mixer: Mixer | None = None) -> torch.Tensor:
-    """One optimiser step on one batch; returns the (detached) loss. Raises NonFiniteLossError on NaN/inf."""
+               generator: torch.Generator, mixer: Mixer | None = None,
+               record: list[StepRecord] | None = None) -> torch.Tensor:
+    """One optimiser step on one batch; returns the (detached) loss. Raises NonFiniteLossError on NaN/inf.
+    ``record``: append this step's ``StepRecord``."""
     device = next(backbone.parameters()).device
     x = augment_batch(images, cfg, generator)
     model_input = protection(x, generator=generator).to(device)
     labels = labels.to(device)
     y, c = protection.mixed_labels(labels) or (labels, None)  # sample-mixing protections (InstaHide)
+    if record is not None:
+        record.append(StepRecord(model_input.detach().cpu(), labels.cpu(), optimizer.param_groups[0]["lr"],
+                                 pixels=x.detach().cpu()))
     if mixer is not None:
         if c is not None:
             raise ValueError(f"mixup={mixer.name} on protect={protection.name}, which mixes samples itself; pick one")
-        model_input, y, c = mixer.mix(model_input, labels, generator)
+        model_input, y, c, partners = mixer.mix(model_input, labels, generator)
+        if record is not None:
+            record[-1].mixed, record[-1].mix_labels = model_input.detach().cpu(), y.cpu()
+            record[-1].mix_weights, record[-1].partners = c.cpu(), partners.cpu()
     loss = fr = fr_loss(backbone, head, model_input, y, c)
     aux = protection.aux_loss()
     if aux is not None:
@@ -144,11 +168,13 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
                 labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
                 optimizer: torch.optim.Optimizer | None = None, progress: bool = False,
-                on_epoch: Callable[[int, float], None] | None = None, mixer: Mixer | None = None) -> TrainResult:
+                on_epoch: Callable[[int, float], None] | None = None, mixer: Mixer | None = None,
+                record: list[StepRecord] | None = None) -> TrainResult:
     """Train ``backbone`` + ``head`` (+ the protection's own parameters) on uint8 ``images`` with int ``labels``.
 
     ``mixer``: MixUp after the protection (``fedface.mixup.build_mixer``); the result then carries the k histogram
     and, adaptive, the policy's REINFORCE sum not applied here (what a federated client sends its server).
+    ``record``: a list that receives one ``StepRecord`` per step (the ground truth attack experiments score against).
     """
     n = len(labels)
     if n == 0:
@@ -175,7 +201,9 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
                 g["lr"] = base * lr_factor(cfg, step, total)
             try:
                 loss = train_step(backbone, head, protection, images[idx], labels[idx], optimizer, cfg, generator,
-                                  mixer)
+                                  mixer, record)
+                if record is not None:
+                    record[-1].indices = idx.clone()
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(f"epoch {epoch} step {step}: {err}") from None
             losses.append(loss.item())

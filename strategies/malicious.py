@@ -1,0 +1,82 @@
+"""The malicious server: our FedAvg strategy, plus attacks on each client's individual reply before aggregation.
+
+It uses only what the threat model grants (``fedface.attacks.threat``): the arrays it sent, each reply's arrays,
+policy update and metrics, and its own run config. It never reads client objects or simulation internals; the
+client-side ground truth (``fedface.attacks.ground_truth``) is read by the scorer only -- and by the labelled
+``knows_seed`` / ``knows_labels`` upper bounds, for labels and MixUp structure. Training is not changed: attacks run
+on copies, then the honest aggregation runs on the untouched replies.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+
+from fedface.attacks.scoring import attack_and_score, policy_channel_and_score
+from fedface.attacks.threat import AttackConfig, Observation
+from strategies.records import ARRAYS, METRICS, POLICY_UPDATE, from_record
+from strategies.strategy import FedFaceAvg
+
+log = logging.getLogger(__name__)
+
+
+class MaliciousFedFaceAvg(FedFaceAvg):
+    def __init__(self, run_config: dict[str, Any], run_dir: Path, *args, **kwargs):
+        super().__init__(run_config, *args, **kwargs)
+        self.run_config, self.run_dir = run_config, Path(run_dir)
+        self.attack = AttackConfig.from_cfg(run_config["attack"])
+        self._sent: dict[str, Any] = {}
+        self._policy_sent: dict[str, Any] | None = None
+        self._lr = 0.0
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._sent, self._lr = from_record(arrays), float(config["lr"])
+        self._policy_sent = None if self.policy is None else \
+            {k: v.detach().cpu().numpy().copy() for k, v in self.policy.state_dict().items()}
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        attacks = self._attack(server_round, replies) if self.attack.attacks_round(server_round) else []
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if attacks:
+            self.last_round["attacks"] = attacks
+        return arrays, metrics
+
+    def observe(self, server_round: int, reply: Message) -> Observation:
+        """What the server saw of one client this round (copies; the reply itself is not touched)."""
+        m = reply.content[METRICS]
+        return Observation(
+            node=int(reply.metadata.src_node_id), server_round=server_round, sent=self._sent,
+            returned=from_record(reply.content[ARRAYS]), lr=self._lr, steps=int(m.get("steps", 0)),
+            num_examples=int(m.get("num-examples", 0)),
+            policy_update=from_record(reply.content[POLICY_UPDATE]) if POLICY_UPDATE in reply.content else None,
+            policy_sent=self._policy_sent,
+            k_counts=[int(c) for c in m.get("k-counts", [])])
+
+    def _attack(self, server_round: int, replies: list[Message]) -> list[dict[str, Any]]:
+        ok = sorted((r for r in replies if not r.has_error()), key=lambda r: r.metadata.src_node_id)
+        out = []
+        for reply in ok[: self.attack.max_clients]:
+            obs = self.observe(server_round, reply)
+            for threat in self.attack.threat_models():
+                try:
+                    out.append(attack_and_score(obs, self.run_config, self.attack, threat, self.run_dir))
+                except Exception as err:  # an attack must never stop the federation
+                    log.warning("round %d: attack %s on node %d failed: %s", server_round, threat.label, obs.node,
+                                err)
+                    out.append({"node": obs.node, "attack": "gradient", "threat": threat.label,
+                                "skipped": f"{type(err).__name__}: {err}"})
+            if obs.policy_update is not None:
+                out.append(policy_channel_and_score(obs, self.run_config, self.attack, self.run_dir))
+        for a in out:
+            if "skipped" in a:
+                log.info("round %d: %s attack (%s) on node %s skipped: %s", server_round, a["attack"], a["threat"],
+                         a["node"], a["skipped"])
+        return out
