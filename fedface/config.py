@@ -49,5 +49,11 @@ def known_keys_only(cls, cfg: Mapping[str, Any], group: str) -> dict[str, Any]:
     return dict(cfg)
 
 
+def check_choice(value: Any, known: tuple, key: str) -> None:
+    """One error naming ``key`` when ``value`` is not one of ``known``."""
+    if value not in known:
+        raise ValueError(f"{key}={value!r}; known: {', '.join(map(str, known))}")
+
+
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

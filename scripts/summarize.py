@@ -1,5 +1,8 @@
 """Print a markdown verification table from run folders (`fedface train` results.json), one row per folder.
 
+Federation runs (`fedface simulate`) get their own table: rounds run (and why it stopped), best and final
+verification accuracy, megabytes sent / received per round, seconds per round, and the accuracy curve.
+
 Folders whose names differ only in a trailing `-s<seed>` are also summarised as mean ± std over seeds.
 When runs used MixUp, a last column gives k (fixed) or the average proportion of each k (adaptive, paper 001 Table 3).
 usage: python scripts/summarize.py results/orl-table/* [--seeds]
@@ -48,9 +51,36 @@ def mixup_cell(recs: list[dict]) -> str:
     return f"k {m['k'][0]}-{m['k'][-1]}: [{', '.join(f'{p:.2f}' for p in props)}]"
 
 
+def federation_rows(runs: list[Path]) -> None:
+    print("| run | rounds | best acc % (round) | final acc % | MB sent / received per round | s/round | "
+          "accuracy per round (%) |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        r = json.loads((run / "results.json").read_text())
+        rounds = r["rounds"]
+        evals = [(x["round"], 100 * x["accuracy"]) for x in rounds if x.get("accuracy") is not None]
+        if not evals:
+            continue
+        best = max(evals, key=lambda e: e[1])
+        sent = np.mean([x["bytes_sent"] for x in rounds]) / 1e6
+        received = np.mean([x["bytes_received"] for x in rounds]) / 1e6
+        secs = np.mean([x["seconds"] for x in rounds])
+        stop = "plateau" if r.get("stopped") else ("max" if r.get("status") == "done" else r.get("status"))
+        curve = " ".join(f"{a:.0f}" for _, a in evals)
+        print(f"| {run.name} | {len(rounds)} ({stop}) | {best[1]:.2f} ({best[0]}) | {evals[-1][1]:.2f} | "
+              f"{sent:.1f} / {received:.1f} | {secs:.0f} | {curve} |")
+
+
 def main(argv: list[str]) -> None:
     by_seed = "--seeds" in argv
     runs = [Path(a) for a in argv if not a.startswith("--")]
+    simulated = [r for r in runs if (r / "results.json").exists()
+                 and json.loads((r / "results.json").read_text()).get("command") == "simulate"]
+    if simulated:
+        federation_rows(simulated)
+        runs = [r for r in runs if r not in simulated]
+        if not runs:
+            return
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         rec = load(run)

@@ -33,7 +33,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from fedface.attacks.replay import LossModel, Optimiser, Step, unroll
-from fedface.config import known_keys_only
+from fedface.config import check_choice, known_keys_only
 from fedface.mixup.mix import mix_with
 
 
@@ -56,10 +56,8 @@ class InversionConfig:
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "InversionConfig":
         out = cls(**known_keys_only(cls, cfg, "attack.gradient"))
-        if out.method not in cls.METHODS:
-            raise ValueError(f"attack.gradient.method={out.method!r}; known: {', '.join(cls.METHODS)}")
-        if out.optimizer not in cls.OPTIMIZERS:
-            raise ValueError(f"attack.gradient.optimizer={out.optimizer!r}; known: {', '.join(cls.OPTIMIZERS)}")
+        check_choice(out.method, cls.METHODS, "attack.gradient.method")
+        check_choice(out.optimizer, cls.OPTIMIZERS, "attack.gradient.optimizer")
         return out
 
 

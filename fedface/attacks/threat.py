@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fedface.config import known_keys_only
+from fedface.config import check_choice, known_keys_only
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ class AttackConfig:
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "AttackConfig":
         out = cls(**known_keys_only(cls, cfg, "attack"))
-        if out.name not in cls.NAMES:
-            raise ValueError(f"attack.name={out.name!r}; known: {', '.join(cls.NAMES)}")
+        check_choice(out.name, cls.NAMES, "attack.name")
         if out.every < 1 or out.max_clients < 1:
             raise ValueError(f"attack.every={out.every} and attack.max_clients={out.max_clients} must be >= 1")
         if out.name == "gradient":
