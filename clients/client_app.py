@@ -25,11 +25,11 @@ from strategies.records import (ARRAYS, CONFIG, LOCAL, METRICS, POLICY, POLICY_U
 
 torch.set_num_threads(1)  # one ClientApp per core in simulation
 app = ClientApp()
-# Per worker process: the tasks of the last few partitions it served (the dataset itself is cached once per process).
-# Bounded, so a simulation worker's memory does not grow with the number of virtual clients: an evicted task is
-# rebuilt from the run config when its partition is sampled again (what it must keep lives in context.state).
+# Per worker process: the tasks of the last ``federation.client_cache`` partitions it served (the dataset itself is
+# cached once per process). Bounded, so a simulation worker's memory does not grow with the number of virtual
+# clients: an evicted task is rebuilt from the run config when its partition is sampled again (what it must keep
+# lives in context.state).
 _TASKS: OrderedDict[tuple, ClientTask] = OrderedDict()
-MAX_TASKS = 4
 
 
 class InjectedFailure(RuntimeError):
@@ -46,7 +46,7 @@ def _task(msg: Message, context: Context) -> tuple[ClientTask, dict]:
         allow_demo = os.environ.get("FEDFACE_ALLOW_DEMO_KEY") == "1"
         key = load_key(context.node_config, allow_demo=allow_demo) if needs_key(cfg["protect"]) else None
         _TASKS[ident] = ClientTask(cfg, pid, n, key, context.node_config.get("data-root"))
-        while len(_TASKS) > MAX_TASKS:
+        while len(_TASKS) > int(cfg["federation"].get("client_cache", 8)):
             _TASKS.popitem(last=False)
     _TASKS.move_to_end(ident)
     return _TASKS[ident], cfg

@@ -12,13 +12,14 @@ if [ "$set_name" = orl ]; then
   # 30 train identities over 8 clients = 3-4 identities each; 2 local epochs per round; stop after 6 evaluations
   # without a 0.5-point gain. Pre-training: 10 of the 30 identities become the server's public split (20 epochs).
   common="data=orl federation.num_clients=8 federation.rounds=30 federation.local_epochs=2 federation.eval_every=1
-          federation.plateau.patience=6 federation.plateau.min_delta=0.005 mixup.policy_lr=0.01"
+          federation.plateau.patience=6 federation.plateau.min_delta=0.005"
   pre="data.split.public_identities=10 federation.pretrain.epochs=20"
   for head in local shared; do
     rows[none-$head]="protect=none federation.head=$head"
     rows[none-$head-pretrain]="protect=none federation.head=$head $pre"
-    rows[ppfr-ada-$head]="protect=ppfr_fd mixup=adaptive federation.head=$head"
-    rows[ppfr-ada-$head-pretrain]="protect=ppfr_fd mixup=adaptive federation.head=$head $pre"
+    # ORL trains few steps: the policy lr is raised to 1e-2 (as in scripts/mixup_table.sh)
+    rows[ppfr-ada-$head]="protect=ppfr_fd mixup=adaptive mixup.policy_lr=0.01 federation.head=$head"
+    rows[ppfr-ada-$head-pretrain]="protect=ppfr_fd mixup=adaptive mixup.policy_lr=0.01 federation.head=$head $pre"
   done
 elif [ "$set_name" = lfw ]; then
   # 158 train identities over 16 clients = 9-10 identities each; 16 rounds of 1 local epoch = the centralized

@@ -67,7 +67,7 @@ def federation_rows(runs: list[Path]) -> None:
         secs = np.mean([x["seconds"] for x in rounds])
         stop = "plateau" if r.get("stopped") else ("max" if r.get("status") == "done" else r.get("status"))
         curve = " ".join(f"{a:.0f}" for _, a in evals)
-        print(f"| {run.name} | {len(rounds)} ({stop}) | {best[1]:.2f} ({best[0]}) | {evals[-1][1]:.2f} | "
+        print(f"| {run.parent.name}/{run.name} | {len(rounds)} ({stop}) | {best[1]:.2f} ({best[0]}) | {evals[-1][1]:.2f} | "
               f"{sent:.1f} / {received:.1f} | {secs:.0f} | {curve} |")
 
 
