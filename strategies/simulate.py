@@ -67,6 +67,9 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
         # attack experiments: simulated clients record what entered their model, for scoring (never sent)
         os.environ[GROUND_TRUTH_ENV] = str(ground_truth_dir(run.path))
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray starts its workers at niceness 15 by default: on a shared machine the simulated clients would then run
+    # only when nothing else wants the CPU. Clients are the simulation's work, so they run at normal priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     run_simulation(server_app=server_app_for(plain, run.path), client_app=client_app,
                    num_supernodes=int(plain["federation"]["num_clients"]), backend_config=backend_config(plain))
