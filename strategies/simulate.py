@@ -22,6 +22,7 @@ from fedface.runs import RunDir
 from strategies.server_loop import run_federation
 
 log = logging.getLogger(__name__)
+POLL_SECONDS = 0.005  # how often the simulated server looks for replies
 
 
 def simulated_clients_key(cfg: dict[str, Any]) -> None:
@@ -38,6 +39,8 @@ def server_app_for(cfg: dict[str, Any], run_dir: Path) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        if hasattr(grid, "pull_interval"):  # flwr's InMemoryGrid polls for replies every 0.1 s: up to 0.2 s a round
+            grid.pull_interval = POLL_SECONDS
         run_federation(grid, cfg, run_dir)
 
     return app
