@@ -122,7 +122,7 @@ def idlg_label(bias_update: torch.Tensor) -> int:
     return int(bias_update.argmax())
 
 
-def slot_plan(steps: int, num_examples: int, batch_size: int, lr: float) -> list[torch.Tensor]:
+def slot_plan(steps: int, num_examples: int, batch_size: int) -> list[torch.Tensor]:
     """The attacker's batch layout without the seed: step t uses batch (t mod n // B) of consecutive slots."""
     bs = min(batch_size, num_examples)
     per_epoch = max(num_examples // bs, 1)

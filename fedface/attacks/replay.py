@@ -71,7 +71,8 @@ def unroll(model: LossModel, start: Mapping[str, torch.Tensor], steps: Sequence[
     names = trainable_names(model)
     params = {n: start[n] for n in names}
     fixed = {n: t for n, t in start.items() if n not in params}
-    buffers = {n: t.clone() for n, t in fixed.items() if n in dict(model.named_buffers())}  # BN stats update in place
+    buffer_names = {n for n, _ in model.named_buffers()}
+    buffers = {n: t.clone() for n, t in fixed.items() if n in buffer_names}  # BN statistics are updated in place
     momentum: dict[str, torch.Tensor] = {}
     model.train()
     for step in steps:

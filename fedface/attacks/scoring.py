@@ -44,8 +44,8 @@ def attack_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: AttackConf
     except Skip as why:
         return {"node": obs.node, "round": obs.server_round, "attack": "gradient", "threat": threat.label,
                 "skipped": str(why)}
-    out_dir = Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
-    images, note = _white_box_image(rec.x, run_cfg, threat, records)
+    out_dir = _out_dir(obs, run_dir)
+    images, note = _white_box_image(rec.x, run_cfg, threat)
     arrays = {"model_input": rec.x.numpy()}
     if images is not None:
         arrays["image"] = images.numpy()
@@ -70,7 +70,7 @@ def policy_channel_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: At
         rec = attack_policy_channel(obs, run_cfg, InversionConfig.from_cfg(acfg.gradient))
     except Skip as why:
         return {**base, "skipped": str(why)}
-    out_dir = Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
+    out_dir = _out_dir(obs, run_dir)
     atomic_save_safetensors(out_dir / "policy.safetensors", {"model_input": rec.x.numpy()})
     summary = {**base, **rec.facts()}
     records = _records(obs, run_dir)
@@ -81,13 +81,17 @@ def policy_channel_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: At
     return summary
 
 
+def _out_dir(obs: Observation, run_dir: Path) -> Path:
+    return Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
+
+
 def _records(obs: Observation, run_dir: Path) -> list[StepRecord] | None:
     gt_file = ground_truth_path(obs.server_round, obs.node, ground_truth_dir(run_dir))
     return load_ground_truth(gt_file)[0] if gt_file is not None and gt_file.exists() else None
 
 
-def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatModel,
-                     records: list[StepRecord] | None) -> tuple[torch.Tensor | None, str]:
+def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatModel
+                     ) -> tuple[torch.Tensor | None, str]:
     """Back to pixels as far as the threat allows; the key only with ``knows_key`` (the colluding client's copy)."""
     if run_cfg["mixup"]["name"] != "none" and not threat.knows_seed:
         return None, "MixUp mixtures: pixels only after un-mixing (see scores.unmixed)"

@@ -39,8 +39,12 @@ def attack_update(obs: Observation, run_cfg: Mapping[str, Any], icfg: InversionC
     mixing_on = run_cfg["mixup"]["name"] != "none"
     tcfg = TrainConfig.from_cfg(run_cfg["train"])
     plan, facts = _plan(obs, run_cfg, tcfg, threat, structure, icfg)
-    classes = (int(run_cfg["federation"]["num_classes"]) if obs.has_head else len(plan.label_set)
-               if plan.hard is None and plan.mixing is None else int(_max_label(plan)) + 1)
+    if obs.has_head:  # the shared head's global label space
+        classes = int(run_cfg["federation"]["num_classes"])
+    elif plan.hard is None and plan.mixing is None:  # stand-in head: one row per assumed class
+        classes = len(plan.label_set)
+    else:  # stand-in head sized by the known (local) labels
+        classes = _max_label(plan) + 1
     backbone = build_backbone(run_cfg["model"], spec)
     model = LossModel(backbone, build_head(run_cfg["model"], backbone.embedding_size, classes))
     start = state_of(model)
@@ -93,8 +97,8 @@ def _plan(obs: Observation, run_cfg: Mapping[str, Any], tcfg: TrainConfig, threa
             mixing = [(r.partners, r.mix_weights, r.mix_labels) for r in structure]
         facts["labels"] = "known (seed)"
         return Plan(batches, [r.lr for r in structure], hard=hard, mixing=mixing), facts
-    batches = slot_plan(obs.steps, obs.num_examples, tcfg.batch_size, obs.lr)
-    slots = int(torch.cat(batches).max()) + 1
+    plan = Plan(slot_plan(obs.steps, obs.num_examples, tcfg.batch_size), [obs.lr] * obs.steps)
+    slots = plan.slots
     if threat.knows_labels:
         label_set = sorted({int(v) for r in structure for v in (r.mix_labels if r.mix_labels is not None
                                                                    else r.labels).flatten()})
@@ -106,8 +110,8 @@ def _plan(obs: Observation, run_cfg: Mapping[str, Any], tcfg: TrainConfig, threa
     else:
         label_set = list(range(icfg.local_classes or min(slots, tcfg.batch_size)))
         facts["labels"] = "stand-in head"
-    facts["label_set"] = label_set
-    return Plan(batches, [obs.lr] * obs.steps, label_set=label_set), facts
+    facts["label_set"] = plan.label_set = label_set
+    return plan, facts
 
 
 def _projection(protect_cfg: Mapping[str, Any], mixed: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
