@@ -64,7 +64,11 @@ def test_idlg_label_rule_on_a_softmax_classifier():
     start = state_of(net)
     x = torch.rand(1, 1, 112, 112) * 2 - 1
     after = unroll(net, start, [Step(x, torch.tensor([6]), None, 0.1)], Optimiser(0, 0, 0), create_graph=False)
-    assert idlg_label(after["fc.bias"] - start["fc.bias"]) == 6
+    assert idlg_label(after["fc.bias"] - start["fc.bias"]) == [6]
+    # four samples of distinct classes, four local steps (the fixture's FedAvg case)
+    x, y = torch.rand(4, 1, 112, 112) * 2 - 1, torch.tensor([8, 1, 6, 3])
+    after = unroll(net, start, [Step(x, y, None, 0.1)] * 4, Optimiser(0, 0, 0), create_graph=False)
+    assert idlg_label(after["fc.bias"] - start["fc.bias"], count=4) == [1, 3, 6, 8]
 
 
 @pytest.mark.parametrize("mixup", ["none", "fixed"])
@@ -114,7 +118,7 @@ def test_gradient_inversion_recovers_a_single_image_of_a_small_convnet():
     start, opt = state_of(net), Optimiser(0, 0, 0)
     after = unroll(net, start, [Step(x, torch.tensor([2]), None, 0.1)], opt, create_graph=False)
     target = {n: after[n] - start[n] for n in trainable_names(net)}
-    plan = Plan([torch.arange(1)], [0.1], hard=torch.tensor([idlg_label(target["fc.bias"])]))
+    plan = Plan([torch.arange(1)], [0.1], hard=torch.tensor(idlg_label(target["fc.bias"])))
     rec = invert(net, start, target, plan, (1, 16, 16), opt,
                  InversionConfig(method="dlg", optimizer="lbfgs", iterations=40, max_seconds=120),
                  project=lambda v: v.clamp(-1, 1))

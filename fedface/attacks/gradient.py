@@ -116,10 +116,12 @@ def infer_labels(w_before: torch.Tensor, w_after: torch.Tensor, max_labels: int)
     return sorted(order[:count].tolist())
 
 
-def idlg_label(bias_update: torch.Tensor) -> int:
-    """iDLG (Zhao et al. 2020) for a softmax classifier with bias and one sample: the true class's bias gradient
-    p_y - 1 is the only negative one, so its SGD update (-lr * gradient) is the only positive one."""
-    return int(bias_update.argmax())
+def idlg_label(bias_update: torch.Tensor, count: int = 1) -> list[int]:
+    """iDLG (Zhao et al. 2020) for a softmax classifier with bias: one sample's bias gradient p - onehot(y) is negative
+    only at y, so its SGD update (-lr * gradient) is positive only there. For ``count`` samples of distinct classes
+    (and several plain SGD steps on them) the batch-mean gradient p_c - 1/count is negative at the true classes while
+    p_c < 1/count, so their updates are the ``count`` largest."""
+    return sorted(bias_update.topk(count).indices.tolist())
 
 
 def slot_plan(steps: int, num_examples: int, batch_size: int) -> list[torch.Tensor]:
