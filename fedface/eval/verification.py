@@ -36,17 +36,23 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> tu
     return np.array(accs), np.array(ths)
 
 
-def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float | None:
-    """True-accept rate at the threshold where at most ``far`` of impostor pairs are accepted.
+def far_threshold(impostor_scores: np.ndarray, far: float) -> float | None:
+    """The threshold t such that ``score > t`` accepts at most ``far`` of these impostor scores.
 
-    None when there are fewer than 1/far impostor pairs: the operating point cannot be measured on this set.
+    None when there are fewer than 1/far impostor scores: the operating point cannot be measured on this set.
     """
-    impostor = np.sort(scores[~same])[::-1]
+    impostor = np.sort(np.asarray(impostor_scores, np.float64))[::-1]
     if len(impostor) < round(1 / far):
         return None
     k = int(np.floor(far * len(impostor)))  # number of impostors allowed above the threshold
-    threshold = impostor[k]
-    return float(np.mean(scores[same] > threshold))
+    return float(impostor[k])
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float | None:
+    """True-accept rate (``score > far_threshold``) where at most ``far`` of impostor pairs are accepted; None when
+    there are too few impostor pairs to measure that operating point."""
+    threshold = far_threshold(scores[~same], far)
+    return None if threshold is None else float(np.mean(scores[same] > threshold))
 
 
 def verification_metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray,
