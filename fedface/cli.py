@@ -16,6 +16,8 @@ USAGE = """usage: fedface <command> [key=value ...]
 commands:
   train       centralized ArcFace training + verification on held-out identities
   simulate    Flower federation of N clients on Ray (federation.num_clients, federation.rounds, ...)
+  reconstruct learned reconstruction of clients' masked data (attack=learned): decoder + cGAN trained on the
+              attacker's auxiliary faces, white-box inversion with the key; pixel and identity-leak scores
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
@@ -51,6 +53,18 @@ def _simulate(overrides: list[str]) -> int:
               f"{r.get('seconds', 0):.1f} s")
     print(f"results: {cfg.run.dir}/results.json ({results.get('status')})")
     return 0 if results.get("status") == "done" else 1
+
+
+def _reconstruct(overrides: list[str]) -> int:
+    from fedface.attacks.learned import summarise
+    from fedface.reconstruct import run_reconstruct
+
+    chosen = any(o.lstrip("+~").startswith("attack=") for o in overrides)
+    cfg = compose_config(overrides if chosen else ["attack=learned", *overrides])
+    results = run_reconstruct(cfg)
+    print(summarise([r for r in results["rows"] if "skipped" not in r]))
+    print(f"results: {cfg.run.dir}/results.json")
+    return 0
 
 
 def _partition(overrides: list[str]) -> int:
@@ -89,7 +103,7 @@ def _energy(overrides: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "simulate": _simulate, "partition": _partition, "energy": _energy, "fetch": _fetch}
+COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "partition": _partition, "energy": _energy, "fetch": _fetch}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,269 @@
+"""`fedface reconstruct`: the learned-reconstruction attack on one protection (``fedface.attacks.learned``).
+
+One run = one protection (``protect``, ``mixup``) on one dataset: per threat (``attack.threats``) and attack kind
+(``attack.kinds``: decoder, cgan) a generator trained on the attacker's auxiliary faces (cached in
+``attack.cache``) reconstructs the victims; with the key, the white-box inversion too; and the mean-face floor.
+Each row is scored in pixels (64 x 64 PSNR / SSIM) and by identity (``fedface.metrics.identity``: COS under an
+independent face model, SRRA against the target FR system ``attack.target``, attack top-1). Writes
+``results.json``, ``config.yaml``, ``grids/*.png`` and ``reconstructions.safetensors`` in ``run.dir``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
+
+from fedface.attacks import learned
+from fedface.attacks.decoder import DecoderConfig, reconstruct, to_targets
+from fedface.centralized import client_key
+from fedface.config import check_choice, to_container
+from fedface.data.partition import make_partition
+from fedface.data.sources import load_aux, load_configured
+from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator, attack_top1, enrol,
+                                      replay_attack)
+from fedface.metrics.scores import effect
+from fedface.protect import build_protection
+from fedface.report.grids import save_grid
+from fedface.runs import RunDir, machine_info, seed_everything
+
+log = logging.getLogger(__name__)
+ATTACK_KEYS = {"name", "threats", "kinds", "decoder", "victims", "cache", "target", "white_box", "grid_faces",
+               "recovered"}
+
+
+def check_attack_cfg(acfg: DictConfig) -> None:
+    check_choice(acfg.get("name"), ("learned",), "attack.name (fedface reconstruct needs attack=learned)")
+    unknown = sorted(set(acfg) - ATTACK_KEYS)
+    if unknown:
+        raise ValueError(f"unknown attack config key(s) {', '.join('attack.' + k for k in unknown)}; "
+                         f"known: {', '.join(sorted(ATTACK_KEYS))}")
+    for threat in acfg.threats:
+        bad = sorted(set(threat) - {"knows_key"})
+        if bad:
+            raise ValueError(f"attack.threats: unknown key(s) {bad}; the learned attack knows only knows_key")
+
+
+def load_target(run_dir: str | Path) -> tuple[torch.nn.Module, DictConfig]:
+    """The target FR system of a finished run: its backbone (centralized ``model.safetensors`` or a federation's
+    last checkpoint) and its config (whose ``protect``/``mixup`` must match the attacked protection)."""
+    from safetensors.torch import load_file
+
+    from fedface.models import build_backbone
+    from fedface.protect import input_spec
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"attack.target={run_dir}: no config.yaml (give a `fedface train`/`simulate` run dir)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    weights = run_dir / "model.safetensors"
+    if not weights.exists():
+        rounds = sorted((run_dir / "checkpoint").glob("round-*/global.safetensors"))
+        if not rounds:
+            raise FileNotFoundError(f"attack.target={run_dir}: neither model.safetensors nor checkpoint/round-*")
+        weights = rounds[-1]
+    backbone = build_backbone(cfg.model, input_spec(to_container(cfg.protect)))
+    state = {k[len("backbone."):]: v for k, v in load_file(str(weights)).items() if k.startswith("backbone.")}
+    backbone.load_state_dict(state)
+    return backbone.eval(), cfg
+
+
+#: the MixUp settings that shape a mixed input (the policy's training settings do not)
+MIXING_KEYS = ("name", "k", "k_min", "k_max", "max_weight", "weight_draw")
+
+
+def _same_protection(cfg: DictConfig, target_cfg: DictConfig) -> None:
+    """The target system must run the attacked protection: else its SRRA would judge another pipeline."""
+    def mixing(c: DictConfig) -> dict:
+        m = to_container(c.mixup) if "mixup" in c else {"name": "none"}
+        return {k: m.get(k) for k in MIXING_KEYS} if m.get("name", "none") != "none" else {"name": "none"}
+
+    pairs = {"protect": (to_container(cfg.protect), to_container(target_cfg.protect)),
+             "mixup": (mixing(cfg), mixing(target_cfg))}
+    for group, (ours, theirs) in pairs.items():
+        if ours != theirs:
+            raise ValueError(f"attack.target was trained with {group}={theirs}, not the attacked {group}={ours}")
+
+
+def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
+    acfg = cfg.attack
+    progress = bool(cfg.run.progress)
+    check_attack_cfg(acfg)
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    dcfg_base = DecoderConfig.from_cfg(to_container(acfg.decoder))
+    run = RunDir(cfg.run.dir, cfg)
+    data = load_configured(cfg.data)
+    table = make_partition(data, cfg.data, seed, root=cfg.data.get("root"))
+    aux = load_aux(table, cfg.data.get("root"), limit=None, seed=seed)
+    if aux is None:
+        raise ValueError(f"data.aux={cfg.data.get('aux')!r} gives no auxiliary faces ({table.aux_source}); the "
+                         f"attacker's prior data comes from LFW-a (../shared/data/lfw or FEDFACE_DATA)")
+    victim_idx = learned.victims_of(table.train_idx, acfg.victims, seed)
+    faces, labels = data.images[torch.as_tensor(victim_idx)], data.labels[torch.as_tensor(victim_idx)]
+    size = dcfg_base.size
+    targets = to_targets(faces.unsqueeze(1).float(), size)
+
+    protect_cfg, mixup_cfg = to_container(cfg.protect), to_container(cfg.mixup)
+    key = client_key(cfg.protect)
+    client = build_protection(protect_cfg, key)
+    client.fit(data.images[torch.as_tensor(table.train_idx)].unsqueeze(1).float())
+    inputs = learned.mask(client, mixup_cfg, faces, seed + 1)
+    label = _label(protect_cfg, mixup_cfg)
+
+    judge = Judge(faces, labels, _target(acfg, cfg), seed)
+    results: dict[str, Any] = {"command": "reconstruct", "status": "running", "protection": label,
+                               "data": table.summary(), "victims": len(victim_idx), "aux": len(aux),
+                               "seed": seed, "machine": machine_info(), "rows": []}
+    rows = results["rows"]
+    floor = learned.floor_scores(aux, targets)
+    rows.append({"protection": label, "attack": "mean face", "threat": "-", **floor,
+                 "identity": judge.score(_mean_face(aux, len(faces), size))})
+    results["ceiling"] = judge.score(targets)  # a perfect reconstruction's identity scores
+    results["masking_effect"] = judge.effect(learned.visualise(inputs, size), targets)
+    grid = {"original": targets[: acfg.grid_faces], "masked": learned.visualise(inputs, size)[: acfg.grid_faces]}
+    arrays = {"original": targets}
+    generators = {}
+    for threat in acfg.threats:
+        knows_key = bool(threat.get("knows_key", False))
+        tname = "knows_key" if knows_key else "server"
+        if knows_key and key is None:
+            continue  # an unkeyed protection: the knows_key row would repeat the server row
+        attacker = build_protection(protect_cfg, learned.attacker_key(protect_cfg, knows_key, key, seed))
+        attacker.fit(aux.unsqueeze(1).float())
+        pair_x, pair_y = learned.aux_pairs(attacker, mixup_cfg, aux, size, seed)
+        for kind in acfg.kinds:
+            dcfg = DecoderConfig.from_cfg(to_container(acfg.decoder), kind=kind)
+            cache_id = learned.fingerprint(label, protect_cfg, mixup_cfg, tname, key.hex() if knows_key and key
+                                           else None, dcfg.to_json(), table.aux_identities, learned.CACHE_VERSION)
+            t0 = time.perf_counter()
+            net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, _cache(acfg), f"{kind}-{cache_id}", progress)
+            generators[tname, kind] = net
+            recon = reconstruct(net, inputs, dropout=kind == "cgan")
+            row = {"protection": label, "attack": kind, "threat": tname, **learned.pixel_scores(recon, targets),
+                   "identity": judge.score(recon), "train": {k: facts[k] for k in ("steps", "seconds", "stopped",
+                                                                                   "pairs", "cached")},
+                   "seconds": time.perf_counter() - t0}
+            rows.append(row)
+            grid[f"{kind} ({tname})"] = recon[: acfg.grid_faces]
+            arrays[f"{kind}-{tname}"] = recon
+            log.info("%s %s %s: PSNR %.2f SSIM %.3f", label, kind, tname, row["psnr"], row["ssim"])
+            run.write_json("results.json", results)  # partial results land after every row
+        if acfg.white_box and knows_key:
+            images, note = learned.white_box(attacker, inputs, aux, size, key_known=True)
+            if images is not None:
+                rows.append({"protection": label, "attack": "white-box", "threat": tname,
+                             **learned.pixel_scores(images, targets), "identity": judge.score(images),
+                             "note": note})
+                grid[f"white-box ({tname})"] = images[: acfg.grid_faces]
+                arrays[f"white-box-{tname}"] = images
+            else:
+                rows.append({"protection": label, "attack": "white-box", "threat": tname, "skipped": note})
+    if acfg.get("recovered"):
+        results["gradient_recoveries"] = _decode_recovered(acfg.recovered, cfg, generators, aux, size)
+    learned.save_arrays(run.path / "reconstructions.safetensors", arrays)
+    save_grid(run.path / "grids" / f"{label}.png", {k: (v + 1) / 2 for k, v in grid.items()},
+              title=f"{cfg.data.name}: {label} -- original | masked (channel mean) | reconstructions")
+    results["status"] = "done"
+    run.write_json("results.json", results)
+    run.close()
+    return results
+
+
+class Judge:
+    """Identity scores of reconstructions of the victims (``fedface.metrics.identity``).
+
+    COS and attack top-1 under the independent face model (dlib), SRRA (and top-1) on the target system when
+    ``attack.target`` is given. Enrolment uses the victims' own originals -- the reconstructed image among them --
+    which favours the attacker a little: a leak is not understated.
+    """
+
+    def __init__(self, faces: torch.Tensor, labels: torch.Tensor, target, seed: int):
+        self.faces, self.labels, self.target, self.seed = faces, labels, target, seed
+        self.independent = IndependentEvaluator()
+        self._enrolled = None
+
+    @staticmethod
+    def pictures(x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] faces at any size -> [0, 255] at 112 x 112, what a replay would present."""
+        x = F.interpolate(x.float(), size=(112, 112), mode="bilinear", align_corners=False)
+        return ((x.clamp(-1, 1) + 1) * 127.5)
+
+    def score(self, recon: torch.Tensor) -> dict[str, Any]:
+        pics = self.pictures(recon)
+        out: dict[str, Any] = {}
+        if self.independent.available():
+            if self._enrolled is None:  # the originals' descriptors and templates, once per run
+                emb = self.independent.embed(self.faces)
+                self._enrolled = (emb, *enrol(emb, self.labels))
+            originals, templates, identities = self._enrolled
+            emb = self.independent.embed(pics)
+            out["cos"] = float(F.cosine_similarity(emb, originals, dim=1).mean())
+            out["same_person"] = float(((emb - originals).norm(dim=1) < SAME_PERSON_DISTANCE).double().mean())
+            out["top1"] = attack_top1(emb, self.labels, templates, identities)["top1"]
+        else:
+            out["cos_unavailable"] = self.independent.reason
+        if self.target is None:
+            out["srra_unavailable"] = "no attack.target (the target FR system's run dir)"
+        else:
+            backbone, protection = self.target
+            replay = replay_attack(backbone, protection, pics, self.labels, self.faces, self.labels, seed=self.seed)
+            out["srra"], out["target_top1"] = replay.get("srra"), replay.get("top1")
+            out["srra_threshold"] = replay.get("threshold")
+        return out
+
+    def effect(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """Paper 001's masking effect of the visualised masked data (1 - SSIM, 1 - COS under dlib)."""
+        embedder = self.independent.embed if self.independent.available() else None
+        return effect((images + 1) * 127.5, (targets + 1) * 127.5, 255.0, embedder)
+
+
+def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torch.Tensor,
+                      size: int) -> list[dict[str, Any]]:
+    """Issue 8 (b): the generators applied to what gradient inversion recovered in a federation run of the same
+    protection, scored against the attacked client's true faces (Hungarian-matched) next to the mean-face floor."""
+    from fedface.metrics import score
+
+    run_cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    _same_protection(cfg, run_cfg)
+    rows = []
+    for rec in learned.gradient_recoveries(Path(run_dir)):
+        truth = to_targets(rec["pixels"], size)
+        tname = "knows_key" if "knows_key" in rec["threat"] else "server"
+        base = {"threat": rec["threat"], "round": rec["round"], "node": rec["node"], "faces": len(truth),
+                "floor": learned.floor_scores(aux, truth)}
+        for kind in cfg.attack.kinds:
+            net = generators.get((tname, kind)) or generators.get(("server", kind))
+            s = score(reconstruct(net, rec["model_input"], dropout=kind == "cgan").double(), truth.double(), 2.0)
+            rows.append({**base, "attack": f"gradient+{kind}", "psnr": s["psnr"], "ssim": s["ssim"]})
+    return rows
+
+
+def _label(protect_cfg: dict, mixup_cfg: dict) -> str:
+    name = protect_cfg["name"]
+    return name if mixup_cfg.get("name", "none") == "none" else f"{name}+{mixup_cfg['name']}mixup"
+
+
+def _cache(acfg: DictConfig) -> Path | None:
+    return None if acfg.cache in (None, "") else Path(acfg.cache)
+
+
+def _target(acfg: DictConfig, cfg: DictConfig):
+    if acfg.target in (None, ""):
+        return None
+    backbone, target_cfg = load_target(acfg.target)
+    _same_protection(cfg, target_cfg)
+    return backbone, build_protection(to_container(cfg.protect), client_key(cfg.protect))
+
+
+def _mean_face(aux: torch.Tensor, n: int, size: int) -> torch.Tensor:
+    return to_targets(aux.unsqueeze(1).float(), size).mean(dim=0, keepdim=True).expand(n, -1, -1, -1)
+
+
+__all__ = ["load_target", "run_reconstruct"]
