@@ -71,13 +71,17 @@ def _up(cin: int, cout: int, dropout: float) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """model_input (B, C, H, W) -> face (B, 1, size, size) in [-1, 1]; skips at 64, 32, 16 and 8 (for size 64)."""
+    """model_input (B, C, H, W) -> face (B, 1, size, size) in [-1, 1]; skips at 64, 32, 16 and 8 (for size 64).
+    The output layer starts at zero on top of the training targets' mean (``prior``)."""
 
     def __init__(self, in_channels: int, size: int = 64, width: int = 32, dropout: float = 0.0):
         super().__init__()
         self.size = size
         self.register_buffer("mean", torch.zeros(in_channels))
         self.register_buffer("std", torch.ones(in_channels))
+        # the attacker's mean face (pre-tanh): the output is a residual over it, so the trivial guess it already
+        # holds is where training starts -- an under-trained generator never sits below the mean-face floor
+        self.register_buffer("prior", torch.zeros(1, 1, size, size))
         w = width
         self.inp = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1), nn.LeakyReLU(0.2))
         self.downs = nn.ModuleList([_down(w, 2 * w), _down(2 * w, 4 * w), _down(4 * w, 8 * w), _down(8 * w, 8 * w)])
@@ -85,11 +89,14 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList([_up(8 * w, 8 * w, dropout), _up(16 * w, 4 * w, dropout), _up(8 * w, 2 * w, 0.0),
                                   _up(4 * w, w, 0.0)])
         self.out = nn.Conv2d(2 * w, 1, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
-    def fit_normalisation(self, inputs: torch.Tensor) -> None:
+    def fit_normalisation(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         dims = [0, 2, 3]
         self.mean.copy_(inputs.mean(dim=dims))
         self.std.copy_(inputs.std(dim=dims).clamp_min(1e-6))
+        self.prior.copy_(torch.atanh(targets.mean(dim=0, keepdim=True).clamp(-0.99, 0.99)))
 
     def condition(self, x: torch.Tensor) -> torch.Tensor:
         """The standardised input on the output grid (also the discriminator's condition)."""
@@ -104,7 +111,7 @@ class UNet(nn.Module):
         y = skips.pop()
         for up in self.ups:
             y = torch.cat([up(y), skips.pop()], dim=1)
-        return torch.tanh(self.out(y))
+        return torch.tanh(self.prior + self.out(y))
 
 
 class PatchDiscriminator(nn.Module):
@@ -140,7 +147,7 @@ def train(inputs: torch.Tensor, targets: torch.Tensor, cfg: DecoderConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     net = UNet(inputs.shape[1], cfg.size, cfg.width, cfg.dropout if cfg.kind == "cgan" else 0.0)
-    net.fit_normalisation(inputs)
+    net.fit_normalisation(inputs, targets)
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     disc = opt_d = None
     if cfg.kind == "cgan":
