@@ -21,7 +21,7 @@ from fedface.config import ConfigError, compose_config, to_container
 from fedface.deploy import launch
 from fedface.deploy.certs import (CA_CERT, SERVER_CERT, SERVER_KEY, CertificateError, check_server_cert, make_ca,
                                   make_node_key, make_server_cert)
-from fedface.deploy.config import parse_deploy_config
+from fedface.deploy.config import NodeSpec, parse_deploy_config
 from fedface.deploy.procs import DeployError, Processes, check_link, free_port
 from fedface.deploy.shards import export_shards
 from fedface.federation.node_data import NodeFolders
@@ -64,6 +64,16 @@ def test_missing_certificate_names_the_file(tmp_path):
     (launch.certs_dir(cfg) / SERVER_CERT).unlink()
     with pytest.raises(CertificateError, match=r"server\.pem is missing.*scripts/deploy certs"):
         check_server_cert(launch.certs_dir(cfg), "127.0.0.1")
+
+
+def test_superlink_with_a_missing_certificate_starts_nothing(tmp_path):
+    cfg = _cfg(tmp_path)
+    launch.make_certs(cfg)
+    (launch.certs_dir(cfg) / SERVER_KEY).unlink()
+    procs = Processes(cfg.workdir)
+    with pytest.raises(CertificateError, match=r"server\.key is missing"):
+        launch.start_superlink(cfg, procs)
+    assert procs.started == {}
 
 
 def test_expired_certificate_is_refused(tmp_path):
@@ -181,6 +191,7 @@ def test_a_failed_start_leaves_no_process(tmp_path):
     ({"nodes": [{"name": "a", "gpu": 1}]}, r"nodes\[0\].gpu"),
     ({"export_shards": False}, "nodes.*.data is required"),
     ({"overrides": "data=folder data.path=/faces"}, "would send a path"),
+    ({"export_shards": False, "nodes": [{"name": "a", "data": "/d"}]}, "set federation.num_classes"),
 ])
 def test_bad_deploy_file_names_the_key(tmp_path, change, message):
     raw = {"superlink": {"address": "127.0.0.1:9300"}, "export_shards": True, "nodes": [{"name": "a"}], **change}
@@ -193,7 +204,7 @@ def test_secrets_stay_out_of_the_link_and_the_node_config(tmp_path, monkeypatch)
     cfg = _cfg(tmp_path)
     assert "FEDFACE_KEY" not in launch.flower_env(cfg, launch.LINK)
     assert launch.flower_env(cfg, "node-x", keep_key=True)["FEDFACE_KEY"] == KEY_HEX
-    node = parse_deploy_config({"superlink": {"address": "h:1"}, "nodes": [
+    node = parse_deploy_config({"superlink": {"address": "h:1"}, "overrides": "federation.num_classes=8", "nodes": [
         {"name": "a", "data": "/d/a", "eval": "/d/e", "class_offset": 7, "partition": 3}]}).nodes[0]
     assert launch.node_config(node) == 'partition-id=3 data-path="/d/a" eval-path="/d/e" class-offset=7'
 
@@ -270,15 +281,16 @@ def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monke
     run_dir = tmp_path / "run"
     procs = Processes(cfg.workdir)
     result: dict = {}
+    pids: list[int] = []
     try:
         launch.start_superlink(cfg, procs)
-        rogue = parse_deploy_config({"superlink": {"address": cfg.address}, "nodes": [
-            {"name": "rogue", "data": cfg.nodes[0].data, "port": free_port()}]}).nodes[0]
+        rogue = NodeSpec("rogue", data=cfg.nodes[0].data, port=free_port())
         make_node_key(launch.key_path(cfg, "rogue"))  # a key the SuperLink never registered
         with pytest.raises(DeployError, match="refused its key"):
             launch.wait_accepted(procs, [launch.start_supernode(cfg, procs, rogue)])
         assert not procs.alive("supernode-rogue")
         launch.wait_accepted(procs, [launch.start_supernode(cfg, procs, n, KEY_HEX) for n in cfg.nodes])
+        pids = list(procs.started.values())
         runner = threading.Thread(target=lambda: result.update(launch.flwr_run(
             cfg, run_dir, launch.run_overrides(cfg), timeout=400)), daemon=True)
         t0 = time.monotonic()
@@ -291,6 +303,7 @@ def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monke
         procs.stop_all()
     assert result["status"] == "done" and result["preflight"]["nodes"] == 3
     r1, r2 = result["rounds"]
+    print(f"round 2: sampled {r2['sampled']}, received {r2['received']}, failed {r2['failed']}")
     assert r1["received"] == 3 and r1["failed"] == []
     assert r2["received"] == 2 and r2["received"] + len(r2["failed"]) == r2["sampled"]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in (r1, r2))
@@ -298,5 +311,7 @@ def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monke
     for f in [*run_dir.rglob("*.json"), *(cfg.workdir / "logs").glob("*.log")]:
         if "supernode" not in f.name:
             assert KEY_HEX not in f.read_text(errors="replace"), f
-    assert procs.started == {}
-    assert all(not Path(f"/proc/{pid}").exists() for pid in json.loads((cfg.workdir / "pids.json").read_text()))
+    assert procs.started == {} and len(pids) == 4  # the SuperLink and 3 SuperNodes, each with its children
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)

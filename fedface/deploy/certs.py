@@ -46,7 +46,8 @@ def make_ca(folder: Path, days: int = 365) -> None:
     """A self-signed CA (``ca.crt`` for everyone, ``ca.key`` stays on the machine that signs)."""
     key = ec.generate_private_key(CURVE)
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name("fedface federation CA")).issuer_name(_name("fedface federation CA"))
+    name = _name("fedface federation CA")
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)

@@ -93,6 +93,10 @@ def parse_deploy_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> DeployCo
     shards = bool(raw.get("export_shards", False))
     if not shards and any(not n.data for n in nodes):
         raise ConfigError("nodes.*.data is required (each node's own face folder) unless export_shards is true")
+    if not shards and not any(o.startswith("federation.num_classes=") for o in overrides):
+        # without it the ServerApp would size the label space by reading a dataset itself (simulation's way)
+        raise ConfigError("overrides: set federation.num_classes (the global label-space size the nodes agreed on; "
+                          "any value >= 1 with federation.head=local) so that the server reads no face data")
     workdir = Path(str(raw.get("workdir", "deploy-work")))
     return DeployConfig(workdir if workdir.is_absolute() else (base / workdir).resolve(), address,
                         str(link.get("bind", host)), tuple(map(str, link.get("cert_hosts") or [host])), overrides,

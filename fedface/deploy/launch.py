@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from fedface.deploy.certs import (CA_CERT, SERVER_CERT, SERVER_KEY, CertificateE
                                   make_ca, make_node_key, make_server_cert)
 from fedface.deploy.config import DeployConfig, NodeSpec
 from fedface.deploy.procs import DeployError, Processes, check_link, check_port_free
+from fedface.deploy.shards import export_shards
 from fedface.federation.node_data import DATA_KEY, EVAL_KEY, OFFSET_KEY
 from fedface.io import atomic_write_text
 from fedface.protect.keys import ENV_VAR as KEY_ENV
@@ -208,10 +210,6 @@ def flwr_run(cfg: DeployConfig, run_dir: Path, overrides: list[str], timeout: fl
 def loopback_nodes(cfg: DeployConfig) -> DeployConfig:
     """``export_shards``: write the simulation's shards of the run's dataset as node folders (docstring of
     fedface.deploy.shards) and point each node at its own; the server learns only the label-space size."""
-    from dataclasses import replace
-
-    from fedface.deploy.shards import export_shards
-
     sim = to_container(compose_config(run_overrides(cfg)))
     info = export_shards(sim, cfg.workdir / "data")
     nodes = tuple(replace(n, data=s["data"], class_offset=s["class_offset"], eval=n.eval or
