@@ -37,7 +37,8 @@ def main() -> None:
     env = {**os.environ, "FEDFACE_KEY": os.environ.get("FEDFACE_KEY") or secrets.token_hex(32),
            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
     deploy_dir, sim_dir = cfg.workdir / "bench-deploy", cfg.workdir / "bench-sim"
-    t_deploy = timed([sys.executable, "scripts/deploy", "up", "--config", deploy_file, "--run-dir", str(deploy_dir)],
+    t_deploy = timed([sys.executable, "-m", "fedface.deploy.cli", "up", "--config", deploy_file, "--run-dir",
+                      str(deploy_dir)],
                      env)
     t_sim = timed([sys.executable, "-m", "fedface.cli", "simulate", *run_overrides(cfg), f"run.dir={sim_dir}"], env)
     rows = {}

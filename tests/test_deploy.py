@@ -306,6 +306,7 @@ def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monke
     print(f"round 2: sampled {r2['sampled']}, received {r2['received']}, failed {r2['failed']}")
     assert r1["received"] == 3 and r1["failed"] == []
     assert r2["received"] == 2 and r2["received"] + len(r2["failed"]) == r2["sampled"]
+    assert all("Node Unavailable" in f["reason"] for f in r2["failed"])  # Flower's heartbeat timeout
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in (r1, r2))
     # the key never reached the server side: not in its results, logs or the CLI's output
     for f in [*run_dir.rglob("*.json"), *(cfg.workdir / "logs").glob("*.log")]:

@@ -61,6 +61,8 @@ def _start(cfg, start) -> None:
 
 def _command(args: argparse.Namespace) -> int:
     cfg = load_deploy_config(args.config)
+    if cfg.export_shards and args.command in ("supernode", "run", "up"):
+        cfg = launch.loopback_nodes(cfg)  # node folders and label-space size of the try-out (idempotent)
     run_dir = (args.run_dir or cfg.workdir / "run").resolve()
     if args.command == "certs":
         for path in launch.make_certs(cfg, args.renew):
@@ -103,3 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scripts/deploy {args.command}: error: {err}", file=sys.stderr)
         return 2
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

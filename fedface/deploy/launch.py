@@ -138,6 +138,8 @@ def check_node(cfg: DeployConfig, node: NodeSpec) -> None:
     port, and a reachable SuperLink whose certificate the CA signed."""
     ca = certs_dir(cfg) / CA_CERT
     load_cert(ca, "the CA certificate")
+    if not node.data:
+        raise DeployError(f"node {node.name} has no data folder: set nodes.*.data (or export_shards: true)")
     if not key_path(cfg, node.name).is_file():
         raise CertificateError(f"node {node.name}'s private key {key_path(cfg, node.name)} is missing: create it "
                                "with `scripts/deploy certs` and register its .pub on the SuperLink")
@@ -218,11 +220,9 @@ def loopback_nodes(cfg: DeployConfig) -> DeployConfig:
 
 
 def up(cfg: DeployConfig, run_dir: Path, timeout: float = 1800.0) -> dict[str, Any]:
-    """The one-machine try-out: certificates, node folders (``export_shards``), SuperLink, every loopback SuperNode,
-    ``flwr run``; every process it started is stopped by PID at the end, on failure too."""
+    """The one-machine try-out: certificates, SuperLink, every loopback SuperNode, ``flwr run``; every process it
+    started is stopped by PID at the end, on failure too. (With ``export_shards``, pass ``loopback_nodes(cfg)``.)"""
     make_certs(cfg)
-    if cfg.export_shards:
-        cfg = loopback_nodes(cfg)
     key = os.environ.get(KEY_ENV) or secrets.token_hex(32)  # loopback nodes share one key; the link never sees it
     procs = Processes(cfg.workdir)
     try:
