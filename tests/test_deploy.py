@@ -38,7 +38,8 @@ SMALL = ["data=synthetic", "data.num_identities=12", "data.images_per_identity=6
 def _cfg(tmp_path: Path, nodes: int = 2, **extra):
     raw = {"workdir": str(tmp_path / "work"), "superlink": {"address": f"127.0.0.1:{free_port()}"},
            "overrides": " ".join(SMALL), "export_shards": True,
-           "nodes": [{"name": f"node-{i}", "port": free_port()} for i in range(nodes)], **extra}
+           "nodes": [{"name": f"node-{i}", "data": str(tmp_path), "port": free_port()} for i in range(nodes)],
+           **extra}
     return parse_deploy_config(raw)
 
 
@@ -166,6 +167,13 @@ def test_missing_node_key_is_named(tmp_path):
     launch.key_path(cfg, "node-1").unlink()
     with pytest.raises(CertificateError, match="node node-1's private key .* is missing"):
         launch.check_node(cfg, cfg.nodes[1])
+
+
+def test_a_node_without_a_data_folder_is_refused(tmp_path):
+    cfg = _cfg(tmp_path)
+    launch.make_certs(cfg)
+    with pytest.raises(DeployError, match="node lost has no data folder"):
+        launch.check_node(cfg, NodeSpec("lost"))
 
 
 def test_a_failed_start_leaves_no_process(tmp_path):
