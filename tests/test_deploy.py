@@ -176,6 +176,13 @@ def test_a_node_without_a_data_folder_is_refused(tmp_path):
         launch.check_node(cfg, NodeSpec("lost"))
 
 
+def test_a_missing_flower_executable_is_named(tmp_path):
+    procs = Processes(tmp_path)
+    with pytest.raises(DeployError, match="flower-superlink not found: install"):
+        procs.start("superlink", [str(tmp_path / "flower-superlink")], dict(os.environ))
+    assert procs.started == {}
+
+
 def test_a_failed_start_leaves_no_process(tmp_path):
     procs = Processes(tmp_path)
     procs.start("sleeper", ["sleep", "60"], dict(os.environ))

@@ -94,8 +94,12 @@ def write_cli_connection(cfg: DeployConfig) -> dict[str, str]:
 
 
 def flwr_cli(cfg: DeployConfig, args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([_tool("flwr"), *args], env=write_cli_connection(cfg), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+    try:
+        return subprocess.run([_tool("flwr"), *args], env=write_cli_connection(cfg), capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO_ROOT)
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"`flwr {args[0]}` did not finish within {timeout:.0f} s (--timeout); a started run goes "
+                          "on at the SuperLink until `scripts/deploy stop`") from None
 
 
 def start_superlink(cfg: DeployConfig, procs: Processes, timeout: float = 60.0) -> None:

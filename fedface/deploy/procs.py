@@ -79,7 +79,11 @@ class Processes:
             raise DeployError(f"{name} is already running (PID {self.started[name]}): `scripts/deploy stop` first")
         self.log(name).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log(name), "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            try:
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            except FileNotFoundError:
+                raise DeployError(f"{argv[0]} not found: install fedface with its dependencies (flwr) in this "
+                                  "Python environment") from None
         self._popen[name] = proc
         self.started[name] = proc.pid
         atomic_write_json(self.pid_file, self.started)
