@@ -21,7 +21,7 @@ from fedface.config import ConfigError, compose_config, to_container
 from fedface.deploy import launch
 from fedface.deploy.certs import (CA_CERT, SERVER_CERT, SERVER_KEY, CertificateError, check_server_cert, make_ca,
                                   make_node_key, make_server_cert)
-from fedface.deploy.config import NodeSpec, parse_deploy_config
+from fedface.deploy.config import NodeSpec, load_deploy_config, parse_deploy_config
 from fedface.deploy.procs import DeployError, Processes, check_link, free_port
 from fedface.deploy.shards import export_shards
 from fedface.federation.node_data import NodeFolders
@@ -212,6 +212,15 @@ def test_bad_deploy_file_names_the_key(tmp_path, change, message):
     raw = {"superlink": {"address": "127.0.0.1:9300"}, "export_shards": True, "nodes": [{"name": "a"}], **change}
     with pytest.raises(ConfigError, match=message):
         parse_deploy_config(raw, base=tmp_path)
+
+
+def test_unreadable_deploy_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="deploy file .*nope.yaml does not exist"):
+        load_deploy_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("nodes: [\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_deploy_config(tmp_path / "bad.yaml")
+    assert load_deploy_config(Path(__file__).parents[1] / "configs/deploy/loopback.yaml").export_shards
 
 
 def test_secrets_stay_out_of_the_link_and_the_node_config(tmp_path, monkeypatch):

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fedface.config import ConfigError, known_keys_only
 from fedface.data.sources import REPO_ROOT
@@ -62,7 +64,12 @@ def load_deploy_config(path: str | Path) -> DeployConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"deploy file {path} does not exist (example: configs/deploy/loopback.yaml)")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError(f"deploy file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"deploy file {path} must be a mapping (keys: {', '.join(sorted(TOP_KEYS))})")
     try:
         return parse_deploy_config(raw, base=path.parent)
     except ConfigError as err:
@@ -84,23 +91,28 @@ def parse_deploy_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> DeployCo
         values = [getattr(n, attr) for n in nodes]
         if len(set(values)) != len(values):
             raise ConfigError(f"nodes.*.{attr} must be unique, got {values}")
-    overrides = raw.get("overrides", "")
-    overrides = tuple(shlex.split(overrides) if isinstance(overrides, str) else map(str, overrides))
-    for o in overrides:  # the server's config travels to every node: it must not carry a path or a secret
-        if o.split("=", 1)[0].lstrip("+") in ("data.path", "data.root"):
-            raise ConfigError(f"overrides: {o!r} would send a path to the nodes; each node names its own folder "
-                              "in nodes.*.data")
     shards = bool(raw.get("export_shards", False))
     if not shards and any(not n.data for n in nodes):
         raise ConfigError("nodes.*.data is required (each node's own face folder) unless export_shards is true")
-    if not shards and not any(o.startswith("federation.num_classes=") for o in overrides):
-        # without it the ServerApp would size the label space by reading a dataset itself (simulation's way)
-        raise ConfigError("overrides: set federation.num_classes (the global label-space size the nodes agreed on; "
-                          "any value >= 1 with federation.head=local) so that the server reads no face data")
+    overrides = _overrides(raw.get("overrides", ""), shards)
     workdir = Path(str(raw.get("workdir", "deploy-work")))
     return DeployConfig(workdir if workdir.is_absolute() else (base / workdir).resolve(), address,
                         str(link.get("bind", host)), tuple(map(str, link.get("cert_hosts") or [host])), overrides,
                         nodes, shards)
+
+
+def _overrides(value: str | list, shards: bool) -> tuple[str, ...]:
+    """The run's Hydra overrides. They travel to every node inside the run config, so no path; and the server must
+    know the label-space size without reading a dataset itself (simulation's way) unless the try-out exports one."""
+    overrides = tuple(shlex.split(value) if isinstance(value, str) else map(str, value))
+    for o in overrides:
+        if o.split("=", 1)[0].lstrip("+") in ("data.path", "data.root"):
+            raise ConfigError(f"overrides: {o!r} would send a path to the nodes; each node names its own folder "
+                              "in nodes.*.data")
+    if not shards and not any(o.startswith("federation.num_classes=") for o in overrides):
+        raise ConfigError("overrides: set federation.num_classes (the global label-space size the nodes agreed on; "
+                          "any value >= 1 with federation.head=local) so that the server reads no face data")
+    return overrides
 
 
 def _only(raw: dict[str, Any], known: set[str], prefix: str) -> None:

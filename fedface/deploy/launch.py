@@ -8,7 +8,6 @@ and the ``flwr`` CLI's environment; the CA key and node private keys never trave
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import shlex
@@ -30,7 +29,6 @@ from fedface.federation.node_data import DATA_KEY, EVAL_KEY, OFFSET_KEY
 from fedface.io import atomic_write_text
 from fedface.protect.keys import ENV_VAR as KEY_ENV
 
-log = logging.getLogger(__name__)
 CONNECTION = "fedface"          # the SuperLink connection name in the deployment's Flower home
 LINK = "superlink"              # process names in pids.json: "superlink", "supernode-<node>"
 ACCEPTED = "SuperNode ID:"      # what flower-supernode logs once the SuperLink accepted (activated) it
