@@ -1,7 +1,9 @@
 """Flower ClientApp: turns train/evaluate messages into ``fedface.federation.ClientTask`` calls and back.
 
 Secrets stay on the node: the Shuffle1 key comes from the node config (``shuffle-key``) or the environment
-(``FEDFACE_KEY``), never from a message; the data root from node config ``data-root`` or ``FEDFACE_DATA``.
+(``FEDFACE_KEY``), never from a message. Data: in simulation, shard ``partition-id`` of the configured dataset under
+node config ``data-root`` or ``FEDFACE_DATA``; deployed, the node's own folders (node config ``data-path``,
+``eval-path``, ``class-offset``; ``fedface.federation.node_data``).
 What a node keeps between rounds (a local head, local BatchNorm) lives in ``context.state``, never in a reply.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flwr.clientapp import ClientApp
 
 from fedface.attacks.ground_truth import ground_truth_path
 from fedface.federation.client import ClientTask, client_seed
+from fedface.federation.node_data import NodeFolders
 from fedface.protect import needs_key
 from fedface.protect.keys import load_key
 from strategies.records import (ARRAYS, CONFIG, LOCAL, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, from_record,
@@ -40,12 +43,13 @@ def _task(msg: Message, context: Context) -> tuple[ClientTask, dict]:
     cfg_json = msg.content[CONFIG][RUN_CONFIG]
     cfg = json.loads(cfg_json)
     pid = int(context.node_config["partition-id"])
-    n = int(context.node_config["num-partitions"])
-    ident = (hashlib.sha256(cfg_json.encode()).hexdigest(), pid, n)
+    n = int(context.node_config.get("num-partitions", 1))  # a deployed node with its own folders needs no count
+    folders = NodeFolders.from_node_config(context.node_config)
+    ident = (hashlib.sha256(cfg_json.encode()).hexdigest(), pid, n, folders)
     if ident not in _TASKS:
         allow_demo = os.environ.get("FEDFACE_ALLOW_DEMO_KEY") == "1"
         key = load_key(context.node_config, allow_demo=allow_demo) if needs_key(cfg["protect"]) else None
-        _TASKS[ident] = ClientTask(cfg, pid, n, key, context.node_config.get("data-root"))
+        _TASKS[ident] = ClientTask(cfg, pid, n, key, context.node_config.get("data-root"), folders)
         while len(_TASKS) > int(cfg["federation"].get("client_cache", 8)):
             _TASKS.popitem(last=False)
     _TASKS.move_to_end(ident)
@@ -89,7 +93,8 @@ def preflight(msg: Message, context: Context) -> Message:
     """Before round 1: build this node's task (data, key, protection) and report what the server must check."""
     task, _ = _task(msg, context)
     spec = task.protection.output_spec(112, 112)
-    metrics = {"num-examples": task.num_examples, "input-shape": list(spec.shape)}
+    metrics = {"num-examples": task.num_examples, "input-shape": list(spec.shape),
+               "can-evaluate": int(task.can_evaluate)}
     return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 

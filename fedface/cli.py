@@ -21,6 +21,7 @@ commands:
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
+  deploy      real federation (SuperLink + SuperNodes, TLS, node auth): fedface deploy <step> --config FILE
 
 examples:
   fedface train data=orl
@@ -103,7 +104,14 @@ def _energy(overrides: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "partition": _partition, "energy": _energy, "fetch": _fetch}
+def _deploy(args: list[str]) -> int:
+    from fedface.deploy.cli import main as deploy_main
+
+    return deploy_main(args)
+
+
+COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "partition": _partition,
+            "energy": _energy, "fetch": _fetch, "deploy": _deploy}
 
 
 def main(argv: list[str] | None = None) -> int:

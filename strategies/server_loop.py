@@ -76,9 +76,11 @@ def plateaued(history: list[dict[str, Any]], plateau: dict[str, Any]) -> bool:
 def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     fed = cfg["federation"]
     policy, optimizer, mcfg = build_policy(cfg)
+    # all num_clients nodes must be there for the pre-flight; afterwards a round needs only min_train_nodes, so a
+    # deployed node that drops does not stall the federation (flwr's sampler waits for min_available_nodes)
     kwargs = dict(fraction_train=float(fed["fraction_train"]), fraction_evaluate=1.0,
                   min_train_nodes=int(fed["min_train_nodes"]), min_evaluate_nodes=1,
-                  min_available_nodes=int(fed["num_clients"]))
+                  min_available_nodes=int(fed["min_train_nodes"]))
     if cfg.get("attack", {}).get("name", "none") != "none":  # the malicious server (attacks, same aggregation)
         strategy = MaliciousFedFaceAvg(cfg, run_dir, policy, optimizer, mcfg.baseline_momentum, **kwargs)
     else:
@@ -98,7 +100,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         results["rounds"], results["pretrain"] = state.get("history", []), state.get("pretrain")
         start = last + 1
         log.info("resuming after round %d from %s", last, ckpt_dir)
-    results["preflight"] = strategy.preflight(grid, list(input_spec(cfg["protect"]).shape), float(fed["round_timeout"]))
+    results["preflight"] = strategy.preflight(grid, list(input_spec(cfg["protect"]).shape),
+                                              float(fed["round_timeout"]), int(fed["num_clients"]))
     results["mixup_k"] = list(mcfg.ks) if mcfg.name != "none" else []
     writer = _tensorboard(run_dir)
     for rnd in range(start, int(fed["rounds"]) + 1):

@@ -4,12 +4,13 @@ Per round the strategy sends every sampled node its own message: global weights,
 config, which holds no secret), and -- with ``mixup=adaptive`` -- the policy weights and REINFORCE baseline. Before
 FedAvg it takes each reply's policy update out (FedAvg demands one ArrayRecord + one MetricRecord per reply), then
 averages the updates weighted by steps and steps the policy (``fedface.mixup.server_step``). Evaluation is sent to
-one designated evaluator node (a client, which holds the key); only its metrics come back.
+one designated evaluator node (a client, which holds the key and test pairs); only its metrics come back.
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +34,7 @@ class FedFaceAvg(FedAvg):
         self.policy, self.policy_optimizer, self.baseline_momentum = policy, policy_optimizer, baseline_momentum
         self.baseline: float | None = None
         self.last_round: dict[str, Any] = {}
+        self.evaluators: list[int] = []  # nodes that hold test pairs (pre-flight), lowest first
 
     def _policy_record(self) -> ArrayRecord:
         return to_record({k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()})
@@ -86,12 +88,15 @@ class FedFaceAvg(FedAvg):
         grads = [torch.as_tensor(record[n].numpy()) for n in names]
         return PolicyUpdate(grads, int(m["policy-steps"]), [int(c) for c in m["k-counts"]], float(m["reward-sum"]))
 
-    def preflight(self, grid: Grid, expected_shape: list[int], timeout: float) -> dict[str, Any]:
-        """Ask every connected node to build its task before round 1 and check its answer: a node without its key,
-        data or with a protection that yields another input shape stops the run here, naming the node and reason."""
+    def preflight(self, grid: Grid, expected_shape: list[int], timeout: float, num_nodes: int = 0
+                  ) -> dict[str, Any]:
+        """Wait until ``num_nodes`` nodes are connected, then ask each to build its task before round 1 and check
+        its answer: a node without its key, data or with a protection that yields another input shape stops the run
+        here, naming the node and reason. Records which nodes can evaluate (hold test pairs)."""
+        nodes = _wait_for_nodes(grid, num_nodes, timeout)
         cfg = ConfigRecord({RUN_CONFIG: self.run_config_json})
         messages = [Message(content=RecordDict({CONFIG: cfg}), dst_node_id=n, message_type=MessageType.QUERY)
-                    for n in sorted(grid.get_node_ids())]
+                    for n in nodes]
         problems, examples = [], {}
         for reply in grid.send_and_receive(messages, timeout=timeout):
             node = reply.metadata.src_node_id
@@ -100,18 +105,27 @@ class FedFaceAvg(FedAvg):
                 continue
             m = reply.content[METRICS]
             examples[node] = int(m["num-examples"])
+            if int(m.get("can-evaluate", 1)):
+                self.evaluators.append(node)
             if list(m["input-shape"]) != list(expected_shape):
                 problems.append(f"node {node}: protection yields model inputs {list(m['input-shape'])}, the server's "
                                 f"model expects {list(expected_shape)} (protect.* differs between server and node)")
+        if not self.evaluators and not problems:
+            problems.append("no node holds test pairs: give at least one node an eval folder (node config "
+                            "`eval-path`)")
         if problems:
             raise RuntimeError("pre-flight check failed before round 1:\n  " + "\n  ".join(problems))
-        return {"nodes": len(examples), "examples": sum(examples.values())}
+        self.evaluators.sort()
+        return {"nodes": len(examples), "examples": sum(examples.values()), "evaluators": len(self.evaluators)}
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Only the evaluator node (the lowest node id) evaluates: it holds the key and the test pairs."""
-        nodes = sorted(grid.get_node_ids())
+        """Only the evaluator node (the lowest connected node id among those with test pairs) evaluates: it holds
+        the key and the test pairs. Before a pre-flight (unit tests of the strategy alone) every node qualifies."""
+        connected = set(grid.get_node_ids())
+        nodes = [n for n in self.evaluators if n in connected] if self.evaluators else sorted(connected)
         if not nodes:
+            log.warning("round %d: no evaluator node connected: evaluation skipped", server_round)
             return []
         cfg = ConfigRecord({**dict(config), "server-round": server_round, RUN_CONFIG: self.run_config_json})
         return [Message(content=RecordDict({ARRAYS: arrays, CONFIG: cfg}), dst_node_id=nodes[0],
@@ -120,3 +134,14 @@ class FedFaceAvg(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = [r for r in replies if not r.has_error()]
         return replies[0].content[METRICS] if replies else None
+
+
+def _wait_for_nodes(grid: Grid, num_nodes: int, timeout: float) -> list[int]:
+    """Deployed SuperNodes connect on their own schedule: wait (polling) until ``num_nodes`` are connected."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < num_nodes:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(nodes)} of federation.num_clients={num_nodes} nodes connected within "
+                               f"{timeout:.0f} s (federation.round_timeout): check the SuperNodes' logs")
+        time.sleep(1.0)
+    return nodes

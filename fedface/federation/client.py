@@ -1,4 +1,5 @@
-"""What one federated client does, Flower-free: load its shard, protect, mix, train locally, report.
+"""What one federated client does, Flower-free: load its data (a shard or its own folders), protect, mix, train
+locally, report.
 
 The Flower ClientApp (``clients/client_app.py``) only moves messages to these calls and back. Everything secret stays
 here: the raw shard, the protection (built with the key the node read from its own config/environment) and, with
@@ -6,8 +7,6 @@ here: the raw shard, the protection (built with the key the node read from its o
 """
 from __future__ import annotations
 
-import functools
-import json
 import time
 import zlib
 from collections.abc import Mapping
@@ -19,10 +18,8 @@ import numpy as np
 import torch
 
 from fedface.attacks.ground_truth import save_ground_truth
-from fedface.data.partition import make_partition
-from fedface.data.sources import load_configured
-from fedface.data.shards import make_shards
 from fedface.eval import evaluate
+from fedface.federation.node_data import NodeFolders, own_data, shard_data
 from fedface.federation.params import check_modes, federated_state, load_federated_state
 from fedface.mixup import PolicyUpdate, build_mixer
 from fedface.models import build_backbone, build_head
@@ -39,17 +36,6 @@ class ClientReply:
     local_state: dict[str, np.ndarray] = field(default_factory=dict)  # kept on the node (local head / BN)
 
 
-@functools.lru_cache(maxsize=2)
-def _federation_split(data_cfg_json: str, seed: int, num_partitions: int):
-    """Dataset, partition table and shards, computed once per process (every simulated client shares them)."""
-    data_cfg = json.loads(data_cfg_json)
-    data = load_configured(data_cfg)
-    table = make_partition(data, data_cfg, seed, root=data_cfg.get("root"))
-    shards = make_shards(data.labels[table.train_idx].numpy(), num_partitions, data_cfg.get("shards", "identity"),
-                         float(data_cfg.get("dirichlet_alpha", 0.5)), seed)
-    return data, table, shards
-
-
 def client_seed(seed: int, server_round: int, partition_id: int) -> int:
     """Each client's randomness per round (batch order, augmentation, Shuffle2, MixUp partners, k)."""
     return zlib.crc32(f"{seed}/{server_round}/{partition_id}".encode())
@@ -59,34 +45,33 @@ class ClientTask:
     """One client's data and model. ``cfg`` is the resolved run config as a plain dict (sent by the server)."""
 
     def __init__(self, cfg: Mapping[str, Any], partition_id: int, num_partitions: int, key: bytes | None,
-                 data_root: str | None = None):
+                 data_root: str | None = None, folders: NodeFolders | None = None):
+        """``folders``: a deployed node's own data (node config); without it, shard ``partition_id`` of the
+        configured dataset (simulation)."""
         self.cfg, self.partition_id = cfg, partition_id
         fed = cfg["federation"]
         self.head_mode, self.bn_mode = fed["head"], fed["bn"]
         check_modes(self.head_mode, self.bn_mode)
-        data_cfg = {**cfg["data"], **({"root": data_root} if data_root else {})}
-        self.data, self.table, shards = _federation_split(json.dumps(data_cfg, sort_keys=True), int(cfg["seed"]),
-                                                          num_partitions)
-        train_labels = self.data.labels[self.table.train_idx].numpy()
-        idx = self.table.train_idx[shards[partition_id]]
-        # global label space = rank among all train identities (needed by a shared head); a local head relabels
-        global_ids = np.unique(train_labels)
-        global_labels = np.searchsorted(global_ids, self.data.labels[idx].numpy())
-        self.images = self.data.images[torch.as_tensor(idx)]
-        if self.head_mode == "shared":
-            self.labels, num_classes = torch.as_tensor(global_labels), len(global_ids)
-        else:
-            local_ids, local_labels = np.unique(global_labels, return_inverse=True)
-            self.labels, num_classes = torch.as_tensor(local_labels), len(local_ids)
-        self.protection = build_protection(cfg["protect"], key).fit(self.images.unsqueeze(1).float())
-        spec = self.protection.output_spec(112, 112)
-        self.device = pick_device(cfg.get("device", "auto"))
-        self.backbone = build_backbone(cfg["model"], spec).to(self.device)
-        self.head = build_head(cfg["model"], self.backbone.embedding_size, num_classes).to(self.device)
-        self.tcfg = TrainConfig.from_cfg(cfg["train"])
-        self.mixer = build_mixer(cfg["mixup"], spec, self.tcfg.batch_size, apply_updates=False)
+        node = own_data(cfg, folders) if folders else shard_data(cfg, partition_id, num_partitions, data_root)
+        self.images, self.labels, num_classes = node.images, node.labels, node.num_classes
+        self.data, self.table = node.eval_data, node.table
+        # A local head (and any random init here) must not depend on what the process drew before: a Ray worker
+        # serves several clients in turn, a deployed node builds its task afresh in each message's process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(client_seed(int(cfg["seed"]), 0, partition_id))
+            self.protection = build_protection(cfg["protect"], key).fit(self.images.unsqueeze(1).float())
+            spec = self.protection.output_spec(112, 112)
+            self.device = pick_device(cfg.get("device", "auto"))
+            self.backbone = build_backbone(cfg["model"], spec).to(self.device)
+            self.head = build_head(cfg["model"], self.backbone.embedding_size, num_classes).to(self.device)
+            self.tcfg = TrainConfig.from_cfg(cfg["train"])
+            self.mixer = build_mixer(cfg["mixup"], spec, self.tcfg.batch_size, apply_updates=False)
         if self.mixer is not None:
             self.mixer.to(self.device)
+
+    @property
+    def can_evaluate(self) -> bool:
+        return self.table is not None
 
     @property
     def num_examples(self) -> int:
@@ -129,6 +114,8 @@ class ClientTask:
     def evaluate(self, arrays: Mapping[str, np.ndarray], local_state: Mapping[str, np.ndarray] | None = None
                  ) -> dict[str, float]:
         """Verification + identification on the partition table's test identities (the evaluator node's job)."""
+        if not self.can_evaluate:
+            raise ValueError("this node holds no test pairs: give it an eval folder (node config `eval-path`)")
         if local_state:
             load_federated_state(self.backbone, self.head, local_state)
         load_federated_state(self.backbone, self.head, arrays)
