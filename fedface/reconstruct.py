@@ -117,7 +117,8 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     inputs = learned.mask(client, mixup_cfg, faces, seed + 1)
     label = _label(protect_cfg, mixup_cfg)
 
-    judge = Judge(faces, labels, _target(acfg, cfg), seed)
+    backbone = _target(acfg, cfg)
+    judge = Judge(faces, labels, None if backbone is None else (backbone, client), seed)
     results: dict[str, Any] = {"command": "reconstruct", "status": "running", "protection": label,
                                "data": table.summary(), "victims": len(victim_idx), "aux": len(aux),
                                "seed": seed, "machine": machine_info(), "rows": []}
@@ -254,12 +255,14 @@ def _cache(acfg: DictConfig) -> Path | None:
     return None if acfg.cache in (None, "") else Path(acfg.cache)
 
 
-def _target(acfg: DictConfig, cfg: DictConfig):
+def _target(acfg: DictConfig, cfg: DictConfig) -> torch.nn.Module | None:
+    """The target system's backbone; it runs behind the client's own protection (fitted on the client's data, as
+    PEEP's eigenfaces were when the target trained)."""
     if acfg.target in (None, ""):
         return None
     backbone, target_cfg = load_target(acfg.target)
     _same_protection(cfg, target_cfg)
-    return backbone, build_protection(to_container(cfg.protect), client_key(cfg.protect))
+    return backbone
 
 
 def _mean_face(aux: torch.Tensor, n: int, size: int) -> torch.Tensor:
