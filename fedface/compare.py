@@ -439,12 +439,17 @@ def run_compare(overrides: list[str]) -> dict[str, Any]:
     cells, unavailable, notes = cell_plan(overrides, cfg)  # every error in the grid or an override: before any run
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("FEDFACE_KEY"):  # one key per compare, in this process's env only: never written
-        os.environ["FEDFACE_KEY"] = secrets.token_hex(32)
     todo = [c for c in cells if finished(c) is None]
     log.info("compare %s: %d cells, %d finished earlier, %d to run (jobs=%d)", spec.name, len(cells),
              len(cells) - len(todo), len(todo), int(spec.jobs))
-    _run_cells(todo, int(spec.jobs))
+    drawn = not os.environ.get("FEDFACE_KEY")
+    if drawn:  # one key per compare, in this process's (and its workers') env only: never written
+        os.environ["FEDFACE_KEY"] = secrets.token_hex(32)
+    try:
+        _run_cells(todo, int(spec.jobs))
+    finally:
+        if drawn:
+            os.environ.pop("FEDFACE_KEY", None)
     outcomes = []
     for c in cells:
         stored = json.loads((Path(c["dir"]) / "cell.json").read_text())
