@@ -218,3 +218,12 @@ def test_demo_falls_back_to_synthetic_faces_with_a_loud_note(tmp_path, monkeypat
     assert all(c["attacks"] == ["gradient"] and c["reconstruct"] is None for c in cells)
     with pytest.raises(FileNotFoundError, match="not on disk"):
         compare.cell_plan(["experiment=orl"], compare.load_experiment(["experiment=orl"]))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" /
+                                                         "experiment").glob("*.yaml")))
+def test_every_experiment_config_composes_with_a_valid_grid(name):
+    cfg = compare.load_experiment([f"experiment={name}"])
+    assert cfg.compare.name == name and str(cfg.compare.out) == f"results/{name}"
+    compare.check_grid(list(cfg.compare.protections), list(cfg.compare.attacks))
+    assert int(cfg.federation.ray_init.num_cpus) >= 1 and int(cfg.threads) == 1
