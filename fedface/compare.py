@@ -396,7 +396,10 @@ def summarise(records: list[dict[str, Any]], protections: list[str], attacks: li
         cells = []
         for r in scored:
             c = {"masking_visual": _m(r["masking_visual"]), "masking_feature": _m(r["masking_feature"]),
-                 "attack_visual": None if r["ssim"] is None else 1 - r["ssim"]["mean"],
+                 # pixel-space reconstructions only: a masked-space SSIM (gradient attack without the decoder)
+                 # measures another thing and must not be ranked against pixel rows
+                 "attack_visual": None if r["ssim"] is None or not str(r.get("space", "")).startswith("pixels")
+                 else 1 - r["ssim"]["mean"],
                  "attack_feature": None if r["cos"] is None else 1 - r["cos"]["mean"],
                  "accuracy": _m(r["accuracy"]) if reference else None}
             cells.append(c)

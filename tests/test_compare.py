@@ -175,6 +175,10 @@ def test_two_cell_compare_end_to_end_and_resume(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert list((out / "grids").glob("*.png")) and (out / "tensorboard").is_dir()
     assert res["notes"] == []  # synthetic was asked for: no fallback note
+    # without the learned decoder, ppfr_fd's gradient scores are in masked space: flagged, never ranked with pixels
+    by = {r["protection"]: r for r in res["records"]}
+    assert by["none"]["privacy"]["space"].startswith("pixels")
+    assert by["ppfr_fd"]["privacy"]["space"].startswith("model input") and "†" in (out / "table.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/cell.json")}
     assert main(["compare", *_args(tmp_path)]) == 0
     res2 = json.loads((out / "results.json").read_text())

@@ -50,7 +50,7 @@ def table_rows(results: dict[str, Any], attack: str) -> list[list[str]]:
             s["protection"], f"{len(s['seeds'])}{failed}", _stat(s["accuracy"], 100),
             f"{_stat(s['tar_at_far_1e-3'], 100)} / {_stat(s['tar_at_far_1e-2'], 100)}",
             f"{_stat(s['masking_visual'], 1, '.3f')} / {_stat(s['masking_feature'], 1, '.3f')}",
-            f"{_stat(s['psnr'])} ({_stat(s.get('floor_psnr'))})", _stat(s["ssim"], 1, ".3f"),
+            f"{_stat(s['psnr'])}{_mark(s)} ({_stat(s.get('floor_psnr'))})", _stat(s["ssim"], 1, ".3f") + _mark(s),
             _stat(s["cos"], 1, ".3f"), _stat(s["srra"], 1, ".2f"),
             f"{_stat(s['attack_top1'], 1, '.2f')} / {_stat(s.get('target_top1'), 1, '.2f')}",
             "-" if s["protection"] == "none" else _f(sc.get("privacy_score")),
@@ -61,13 +61,22 @@ def table_rows(results: dict[str, Any], attack: str) -> list[list[str]]:
     return rows
 
 
+def _mark(s: dict[str, Any]) -> str:
+    """A dagger on PSNR/SSIM measured on the masked model input rather than on pixels."""
+    return "" if str(s.get("space") or "pixels").startswith("pixels") else " †"
+
+
 def footnotes(results: dict[str, Any], attack: str) -> list[str]:
     rows = [s for s in results["summary"] if s["attack"] == attack and s["status"] == "done"]
     notes = []
-    space = next((s.get("space") for s in rows if s.get("space")), None)
+    space = next((s.get("space") for s in rows if str(s.get("space") or "").startswith("pixels")), None)
     if space:
         notes.append(f"PSNR/SSIM space: {space}; (floor) = the mean face of the attacker's auxiliary set, which an "
                      f"attack must beat to show anything.")
+    if any(_mark(s) for s in rows):
+        notes.append("†: PSNR/SSIM of the recovered masked model input against the true one (no decoder in this "
+                     "grid: add the learned attack to decode to faces); not comparable with pixel rows and left out "
+                     "of the paper-001 attack level.")
     srra = next((s.get("srra_unavailable") for s in rows if s.get("srra_unavailable")), None)
     if srra:
         notes.append(f"SRRA n/a: {srra} (raise compare.learned's attack.victims); the target system's top-1 "
@@ -124,8 +133,8 @@ def frontier_png(results: dict[str, Any]) -> bytes:
     protections = results["grid"]["protections"]
     colours = {p: plt.cm.tab10(i % 10) for i, p in enumerate(protections)}
     for s in results["summary"]:
-        if s["status"] != "done" or s.get("ssim") is None or s.get("accuracy") is None:
-            continue
+        if s["status"] != "done" or s.get("ssim") is None or s.get("accuracy") is None or _mark(s):
+            continue  # masked-space SSIM (†) is not a privacy of faces: no point on this plot
         x, y = 1 - s["ssim"]["mean"], 100 * s["accuracy"]["mean"]
         ax.errorbar(x, y, xerr=s["ssim"].get("ci95"), yerr=None if s["accuracy"].get("ci95") is None else
                     100 * s["accuracy"]["ci95"], fmt=markers.get(s["attack"], "o"), color=colours[s["protection"]],
