@@ -455,7 +455,12 @@ def run_compare(overrides: list[str]) -> dict[str, Any]:
             os.environ.pop("FEDFACE_KEY", None)
     outcomes = []
     for c in cells:
-        stored = json.loads((Path(c["dir"]) / "cell.json").read_text())
+        f = Path(c["dir"]) / "cell.json"
+        if not f.exists():  # a worker that died without a word (killed, out of memory): a failed cell
+            atomic_write_json(f, {"protection": c["protection"], "seed": c["seed"], "config_hash": c["config_hash"],
+                                  "attacks": c["attacks"], "status": "failed",
+                                  "error": "the cell's worker died before writing its outcome (killed?)"})
+        stored = json.loads(f.read_text())
         stored["cell_dir"] = c["dir"]
         stored["resumed"] = c not in todo
         outcomes.append(stored)
@@ -492,8 +497,12 @@ def _run_cells(cells: list[dict[str, Any]], jobs: int) -> None:
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        for c, outcome in zip(cells, pool.map(run_cell, cells)):
-            log.info("cell %s seed %d: %s", c["protection"], c["seed"], outcome["status"])
+        futures = {pool.submit(run_cell, c): c for c in cells}
+        for future, c in futures.items():
+            try:
+                log.info("cell %s seed %d: %s", c["protection"], c["seed"], future.result()["status"])
+            except Exception as err:  # noqa: BLE001 -- a dead worker: run_compare records the cell as failed
+                log.error("cell %s seed %d: worker failed: %s", c["protection"], c["seed"], err)
 
 
 __all__ = ["run_compare", "check_grid", "cell_plan", "records_of", "summarise", "mean_ci", "PROTECTIONS", "ATTACKS",

@@ -231,3 +231,11 @@ def test_every_experiment_config_composes_with_a_valid_grid(name):
     assert cfg.compare.name == name and str(cfg.compare.out) == f"results/{name}"
     compare.check_grid(list(cfg.compare.protections), list(cfg.compare.attacks))
     assert int(cfg.federation.ray_init.num_cpus) >= 1 and int(cfg.threads) == 1
+
+
+def test_a_cell_whose_worker_died_is_recorded_as_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "_run_cells", lambda cells, jobs: None)  # workers that never wrote cell.json
+    res = compare.run_compare(_args(tmp_path))
+    validate(res)
+    assert {r["status"] for r in res["records"]} == {"failed"} and res["cells"]["failed"] == 2
+    assert "worker died" in res["records"][0]["error"]
