@@ -286,6 +286,7 @@ def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     base = {"protection": outcome["protection"], "seed": outcome["seed"], "config_hash": outcome["config_hash"],
             "wall_seconds": outcome.get("wall_seconds"), "machine": outcome.get("machine"),
             "cell_dir": outcome.get("cell_dir")}
+    base = {k: v for k, v in base.items() if v is not None or k == "wall_seconds"}
     if outcome["status"] != "done":
         return [{**base, "attack": a, "status": "failed", "error": outcome.get("error", "unknown error")}
                 for a in outcome["attacks"]]
