@@ -1,11 +1,12 @@
 """`fedface <command> [hydra overrides]` -- the single entry point.
 
 Commands: train (centralized training + evaluation), partition (print the partition table), fetch (download a
-public dataset with checksum). Later capabilities (simulate, compare, deploy) plug into COMMANDS.
+public dataset with checksum). simulate, reconstruct and compare plug into COMMANDS.
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import logging
 import sys
 
@@ -18,6 +19,8 @@ commands:
   simulate    Flower federation of N clients on Ray (federation.num_clients, federation.rounds, ...)
   reconstruct learned reconstruction of clients' masked data (attack=learned): decoder + cGAN trained on the
               attacker's auxiliary faces, white-box inversion with the key; pixel and identity-leak scores
+  compare     protections x malicious-server attacks, one federation per cell: fedface compare experiment=<name>
+              (configs/experiment/: demo, orl, scale); writes results/<name>/ (results.json, table.md, report.html)
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
@@ -68,6 +71,21 @@ def _reconstruct(overrides: list[str]) -> int:
     return 0
 
 
+def _compare(overrides: list[str]) -> int:
+    from fedface.compare import run_compare
+    from fedface.report.compare_report import table_md
+
+    results = run_compare(overrides)
+    out = Path(results["out"])
+    print(table_md(results))
+    print(f"report: {(out / 'report.html').resolve()}")
+    failed = results["cells"]["failed"]
+    if failed:
+        print(f"fedface compare: {failed} cell(s) failed (their errors are in the table and the report)",
+              file=sys.stderr)
+    return 0 if failed == 0 else 1
+
+
 def _partition(overrides: list[str]) -> int:
     from fedface.data.sources import load_configured
     from fedface.data.partition import make_partition
@@ -110,8 +128,8 @@ def _deploy(args: list[str]) -> int:
     return deploy_main(args)
 
 
-COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "partition": _partition,
-            "energy": _energy, "fetch": _fetch, "deploy": _deploy}
+COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "compare": _compare,
+            "partition": _partition, "energy": _energy, "fetch": _fetch, "deploy": _deploy}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,6 +217,8 @@ class Judge:
             replay = replay_attack(backbone, protection, pics, self.labels, self.faces, self.labels, seed=self.seed)
             out["srra"], out["target_top1"] = replay.get("srra"), replay.get("top1")
             out["srra_threshold"] = replay.get("threshold")
+            if replay.get("srra") is None and replay.get("unavailable"):
+                out["srra_unavailable"] = replay["unavailable"]
         return out
 
     def effect(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
@@ -233,16 +235,26 @@ def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torc
 
     run_cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     _same_protection(cfg, run_cfg)
-    rows = []
+    rows, grid = [], {}
     for rec in learned.gradient_recoveries(Path(run_dir)):
         truth = to_targets(rec["pixels"], size)
         tname = "knows_key" if "knows_key" in rec["threat"] else "server"
         base = {"threat": rec["threat"], "round": rec["round"], "node": rec["node"], "faces": len(truth),
                 "floor": learned.floor_scores(aux, truth)}
+        if not grid:  # the first attacked reply's faces: true | recovered model input | decoded (report grid)
+            grid = {"original": truth, f"gradient-recovered input ({rec['threat']})":
+                    learned.visualise(rec["model_input"], size)}
         for kind in cfg.attack.kinds:
             net = generators.get((tname, kind)) or generators.get(("server", kind))
-            s = score(reconstruct(net, rec["model_input"], dropout=kind == "cgan").double(), truth.double(), 2.0)
+            decoded = reconstruct(net, rec["model_input"], dropout=kind == "cgan")
+            s = score(decoded.double(), truth.double(), 2.0)
             rows.append({**base, "attack": f"gradient+{kind}", "psnr": s["psnr"], "ssim": s["ssim"]})
+            if len(grid) < 2 + len(cfg.attack.kinds):
+                grid[f"gradient+{kind} ({rec['threat']})"] = decoded
+    if grid:
+        label = _label(to_container(cfg.protect), to_container(cfg.mixup))
+        save_grid(Path(cfg.run.dir) / "grids" / f"gradient-{label}.png", {k: (v + 1) / 2 for k, v in grid.items()},
+                  title=f"{cfg.data.name}: {label} -- original | gradient inversion's recovered input | decoded")
     return rows
 
 

@@ -1,0 +1,510 @@
+"""`fedface compare experiment=<name>`: protections x malicious-server attacks, one federation per cell.
+
+An experiment is a Hydra config in ``configs/experiment/`` (``# @package _global_``): it fixes the data, backbone,
+rounds and federation for every cell, and its ``compare`` block names the grid -- ``protections`` x ``attacks`` x
+``seeds`` -- and each attack's budget (``compare.gradient`` / ``compare.learned``: override lists applied to every
+cell alike). Only ``protect`` / ``mixup`` and the seed differ between cells.
+
+A *cell* is (protection, seed): one federation (``strategies.simulate``) with the gradient-inversion server
+(``attack=gradient``) when the grid has that attack, then the learned reconstruction (``fedface.reconstruct``) with
+the cell's own federated model as the SRRA target and, with the gradient attack, the decoding of what gradient
+inversion recovered. A cell yields one record per attack. Cells live in ``<out>/cells/<protection>-s<seed>-<hash>``,
+the hash taken over the cell's resolved configs (not the experiment's name), and end with an atomically written
+``cell.json``: a compare that was killed re-runs only the cells without a finished ``cell.json``. Cells run in a
+process pool of ``compare.jobs`` workers.
+
+The clients' federation key (FEDFACE_KEY) is drawn once per compare, in this process's environment only (never
+written), so the learned attack's ``knows_key`` threat and SRRA see the clients' key; set FEDFACE_KEY to choose it.
+
+After the cells: ``results.json`` (schema ``fedface.report.schema``), ``table.md``, ``frontier.png``,
+``curves.png``, ``grids/``, ``tensorboard/``, ``config.yaml``, then ``report.html`` -- each written atomically, the
+report last, so an interrupted compare never leaves a half-written one.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fedface.config import ConfigError, compose_config, to_container
+from fedface.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+#: protection name in a grid -> the config groups that select it
+PROTECTIONS: dict[str, list[str]] = {
+    "none": ["protect=none", "mixup=none"],
+    "fr_fd": ["protect=fr_fd", "mixup=none"],
+    "ppfr_fd": ["protect=ppfr_fd", "mixup=none"],
+    "ppfr_fd+adamixup": ["protect=ppfr_fd", "mixup=adaptive"],
+    "obfuscator": ["protect=obfuscator", "mixup=none"],
+    "peep": ["protect=peep", "mixup=none"],
+    "instahide": ["protect=instahide", "mixup=none"],
+}
+#: known names that are not built yet: a grid may list them; their records say why they are missing
+PROTECTIONS_LATER = {"dp_sgd": "lands with the DP-SGD / SecAgg baselines issue",
+                     "secagg": "lands with the DP-SGD / SecAgg baselines issue",
+                     "advface": "lands with the AdvFace baseline issue"}
+ATTACKS = ("gradient", "learned")
+ATTACKS_LATER = {"model_inversion": "model inversion lands with issue 9"}
+#: bump when a cell's work changes in a way its config does not show (invalidates cached cells)
+CELL_VERSION = 1
+#: two-sided 95% Student-t quantiles by degrees of freedom (n - 1); 1.96 beyond the table
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}
+
+
+# ---------------------------------------------------------------------------------------------------- the grid
+def load_experiment(overrides: list[str]) -> DictConfig:
+    if not any(o.lstrip("+~").startswith("experiment=") for o in overrides):
+        raise ConfigError("fedface compare needs experiment=<name> (configs/experiment/: "
+                          + ", ".join(sorted(p.stem for p in _experiment_dir().glob("*.yaml"))) + ")")
+    cfg = compose_config(overrides)
+    if "compare" not in cfg:
+        raise ConfigError("the experiment config has no `compare` block (see configs/experiment/demo.yaml)")
+    return cfg
+
+
+def _experiment_dir() -> Path:
+    from fedface.config import CONFIG_DIR
+
+    return CONFIG_DIR / "experiment"
+
+
+def check_grid(protections: list[str], attacks: list[str]) -> None:
+    """Unknown names fail here, before anything runs, with the known names listed."""
+    known_p = [*PROTECTIONS, *PROTECTIONS_LATER]
+    bad = [p for p in protections if p not in known_p]
+    if bad:
+        raise ValueError(f"compare.protections: unknown {', '.join(map(repr, bad))}; known: {', '.join(PROTECTIONS)}"
+                         f" (not built yet: {', '.join(PROTECTIONS_LATER)})")
+    known_a = [*ATTACKS, *ATTACKS_LATER]
+    bad = [a for a in attacks if a not in known_a]
+    if bad:
+        raise ValueError(f"compare.attacks: unknown {', '.join(map(repr, bad))}; known: {', '.join(ATTACKS)} "
+                         f"(not built yet: {', '.join(ATTACKS_LATER)})")
+    if not protections or not attacks:
+        raise ValueError("compare.protections and compare.attacks must each name at least one entry")
+    if len(set(protections)) != len(protections) or len(set(attacks)) != len(attacks):
+        raise ValueError("compare.protections / compare.attacks list a name twice")
+
+
+def data_present(cfg: DictConfig) -> bool:
+    """Whether the experiment's real face data is on disk (synthetic data always is)."""
+    if cfg.data.name == "synthetic":
+        return True
+    from fedface.data.sources import load_configured
+
+    try:
+        load_configured(to_container(cfg.data))
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def seeds_of(spec: DictConfig, protection: str) -> list[int]:
+    seeds = spec.headline_seeds if protection in (spec.get("headline") or []) else spec.seeds
+    return [int(s) for s in seeds]
+
+
+def _strip(cfg: DictConfig) -> dict[str, Any]:
+    """A cell config as a plain dict without what does not change the cell's results (paths, the grid)."""
+    plain = to_container(cfg)
+    plain.pop("compare", None)
+    plain.pop("run", None)
+    for key in ("cache", "target", "recovered"):
+        plain.get("attack", {}).pop(key, None)
+    return plain
+
+
+def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                list[str]]:
+    """The cells to run (configs composed and checked now, so a bad override fails before any cell runs), the
+    records of known-but-unavailable grid entries, and notes for the report."""
+    spec = cfg.compare
+    protections, attacks = list(spec.protections), list(spec.attacks)
+    check_grid(protections, attacks)
+    notes: list[str] = []
+    base = [o for o in overrides if not o.lstrip("+~").startswith("compare.")]
+    data_override: list[str] = []
+    if not data_present(cfg):
+        if spec.get("fallback") != "synthetic":
+            raise FileNotFoundError(f"experiment {spec.name}: data={cfg.data.name} is not on disk (FEDFACE_DATA or "
+                                    f"../shared/data) and compare.fallback is not synthetic")
+        data_override = ["data=synthetic", "data.num_identities=40", "data.split.test_identities=10",
+                         "data.pairs.per_fold=40"]
+        if "learned" in attacks:
+            attacks = [a for a in attacks if a != "learned"]
+            notes.append("learned reconstruction skipped: it trains on LFW-a auxiliary faces, which are not on disk")
+        notes.insert(0, f"NOTE: data={cfg.data.name} is not on disk -- this compare ran on SYNTHETIC faces; its "
+                        f"numbers say nothing about real faces. Put ORL under ../shared/data or FEDFACE_DATA.")
+        for n in notes:
+            log.warning(n)
+    runnable = [a for a in attacks if a in ATTACKS]
+    out = Path(spec.out)
+    cells, unavailable = [], []
+    for protection in protections:
+        for seed in seeds_of(spec, protection):
+            if protection in PROTECTIONS_LATER:
+                unavailable += [_unavailable(protection, a, seed, PROTECTIONS_LATER[protection]) for a in attacks]
+                continue
+            unavailable += [_unavailable(protection, a, seed, ATTACKS_LATER[a]) for a in attacks
+                            if a in ATTACKS_LATER]
+            if not runnable:
+                continue
+            cell_over = [*base, *data_override, *PROTECTIONS[protection], f"seed={seed}"]
+            fed = compose_config([*cell_over, *(["attack=gradient", *spec.gradient] if "gradient" in runnable
+                                                else ["attack=none"])])
+            rec = compose_config([*cell_over, "attack=learned", *spec.learned]) if "learned" in runnable else None
+            digest = hashlib.sha256(json.dumps([CELL_VERSION, _strip(fed), _strip(rec) if rec is not None else None],
+                                               sort_keys=True, default=str).encode()).hexdigest()[:12]
+            cell_dir = out / "cells" / f"{protection.replace('+', '_')}-s{seed}-{digest}"
+            fed_plain, rec_plain = _cell_config(fed, cell_dir / "federation"), None
+            if rec is not None:
+                rec_plain = _cell_config(rec, cell_dir / "reconstruct")
+                rec_plain["attack"]["target"] = str(cell_dir / "federation")
+                rec_plain["attack"]["recovered"] = str(cell_dir / "federation") if "gradient" in runnable else None
+            cells.append({"protection": protection, "seed": seed, "attacks": runnable, "config_hash": digest,
+                          "dir": str(cell_dir), "federation": fed_plain, "reconstruct": rec_plain})
+    return cells, unavailable, notes
+
+
+def _cell_config(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    plain = to_container(cfg)
+    plain.pop("compare", None)
+    plain["run"]["dir"] = str(run_dir)
+    plain["run"]["name"] = run_dir.parent.name
+    return plain
+
+
+def _unavailable(protection: str, attack: str, seed: int, why: str) -> dict[str, Any]:
+    return {"protection": protection, "attack": attack, "seed": seed, "status": "unavailable", "error": why}
+
+
+# ---------------------------------------------------------------------------------------------------- one cell
+def finished(cell: dict[str, Any]) -> dict[str, Any] | None:
+    """The cell's stored outcome when it finished (status done) under the same config hash, else None."""
+    f = Path(cell["dir"]) / "cell.json"
+    if not f.exists():
+        return None
+    try:
+        stored = json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return None
+    return stored if stored.get("status") == "done" and stored.get("config_hash") == cell["config_hash"] else None
+
+
+def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell (federation, then learned reconstruction) and write its ``cell.json``; never raises for a
+    failure inside the cell: the outcome says ``failed`` with the error."""
+    from fedface.runs import machine_info
+
+    t0 = time.perf_counter()
+    cell_dir = Path(cell["dir"])
+    if cell_dir.exists():  # an unfinished earlier attempt: start the cell over
+        shutil.rmtree(cell_dir)
+    cell_dir.mkdir(parents=True)
+    outcome: dict[str, Any] = {"protection": cell["protection"], "seed": cell["seed"],
+                               "config_hash": cell["config_hash"], "attacks": cell["attacks"], "status": "running"}
+    try:
+        fed, rec = _execute(cell)
+        outcome.update(status="done", federation=fed, reconstruct=rec)
+    except BaseException as err:  # noqa: BLE001 -- a failed cell is recorded, the others go on
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        log.error("cell %s seed %d failed: %s", cell["protection"], cell["seed"], err)
+        outcome.update(status="failed", error=f"{type(err).__name__}: {err}",
+                       traceback=traceback.format_exc(limit=6))
+    outcome["wall_seconds"] = time.perf_counter() - t0
+    outcome["machine"] = {**machine_info(), "load_average": list(os.getloadavg())}
+    atomic_write_json(cell_dir / "cell.json", outcome)
+    return outcome
+
+
+def _execute(cell: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+    from fedface.reconstruct import run_reconstruct
+    from strategies.simulate import simulate
+
+    if cell["federation"].get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cell["federation"]["threads"]))
+    try:
+        fed = simulate(OmegaConf.create(cell["federation"]))
+    finally:
+        os.environ.pop(GROUND_TRUTH_ENV, None)  # simulate() points the clients' recorder at this cell only
+    if fed.get("status") != "done":
+        raise RuntimeError(f"federation {fed.get('status')}: {fed.get('error', 'see its results.json')}")
+    rec = None
+    if cell["reconstruct"] is not None:
+        rec = run_reconstruct(OmegaConf.create(cell["reconstruct"]))
+    return _brief_federation(fed), _brief_reconstruct(rec)
+
+
+def _brief_federation(fed: dict[str, Any]) -> dict[str, Any]:
+    """What the report needs of a federation's results.json (the full file stays in the cell dir)."""
+    rounds = []
+    for r in fed.get("rounds", []):
+        attacks = [{k: a.get(k) for k in ("attack", "threat", "node", "round", "iterations", "seconds", "stopped",
+                                          "skipped")}
+                   | {"scores": {s: {m: a["scores"][s].get(m) for m in ("psnr", "ssim", "mse")}
+                                 for s in ("masked", "image") if s in a.get("scores", {})}}
+                   for a in r.get("attacks", []) if a.get("attack") == "gradient"]
+        rounds.append({k: r.get(k) for k in ("round", "accuracy", "accuracy_std", "auc", "tar_far_1e-3",
+                                             "tar_far_1e-2", "top1", "train_loss", "bytes_sent", "bytes_received",
+                                             "seconds")} | {"attacks": attacks})
+    return {"rounds": rounds, "status": fed.get("status")}
+
+
+def _brief_reconstruct(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    return {k: rec.get(k) for k in ("protection", "rows", "ceiling", "masking_effect", "gradient_recoveries",
+                                    "victims", "aux", "status")}
+
+
+# ---------------------------------------------------------------------------------------------------- records
+def _num(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and (math.isnan(v) or v < 0)) else float(v)
+
+
+def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per attack of a cell (schema: ``fedface.report.schema.RECORD``)."""
+    base = {"protection": outcome["protection"], "seed": outcome["seed"], "config_hash": outcome["config_hash"],
+            "wall_seconds": outcome.get("wall_seconds"), "machine": outcome.get("machine"),
+            "cell_dir": outcome.get("cell_dir")}
+    base = {k: v for k, v in base.items() if v is not None or k == "wall_seconds"}
+    if outcome["status"] != "done":
+        return [{**base, "attack": a, "status": "failed", "error": outcome.get("error", "unknown error")}
+                for a in outcome["attacks"]]
+    rounds = outcome["federation"]["rounds"]
+    evaluated = [r for r in rounds if r.get("accuracy") is not None]
+    last = evaluated[-1] if evaluated else {}
+    utility = {"accuracy": _num(last.get("accuracy")), "accuracy_std": _num(last.get("accuracy_std")),
+               "auc": _num(last.get("auc")), "tar_at_far_1e-3": _num(last.get("tar_far_1e-3")),
+               "tar_at_far_1e-2": _num(last.get("tar_far_1e-2")), "top1": _num(last.get("top1")),
+               "curve": [{"round": r["round"], "accuracy": _num(r.get("accuracy")),
+                          "train_loss": _num(r.get("train_loss"))} for r in rounds]}
+    per_round = [(r.get("bytes_sent") or 0) + (r.get("bytes_received") or 0) for r in rounds]
+    bytes_per_round = sum(per_round) / len(per_round) if per_round else None
+    rec = outcome.get("reconstruct") or {}
+    masking = rec.get("masking_effect") or {}
+    out = []
+    for attack in outcome["attacks"]:
+        privacy = {"psnr": None, "ssim": None, "cos": None, "same_person": None, "attack_top1": None, "srra": None,
+                   "masking_visual": masking.get("visual"), "masking_feature": masking.get("feature")}
+        if attack == "learned":
+            row = next((r for r in rec.get("rows", []) if r.get("attack") == "decoder" and r.get("threat") == "server"
+                        and "skipped" not in r), None)
+            floor = next((r for r in rec.get("rows", []) if r.get("attack") == "mean face"), None)
+            if row is not None:
+                idn = row.get("identity", {})
+                privacy.update(psnr=row["psnr"], ssim=row["ssim"], cos=idn.get("cos"),
+                               same_person=idn.get("same_person"), attack_top1=idn.get("top1"),
+                               srra=idn.get("srra"), target_top1=idn.get("target_top1"),
+                               space="pixels 64x64 (U-Net decoder on the masked inputs)")
+                if idn.get("srra") is None:
+                    privacy["srra_unavailable"] = idn.get("srra_unavailable", "not measured")
+            if floor is not None:
+                privacy["floor_psnr"], privacy["floor_ssim"] = floor["psnr"], floor["ssim"]
+        else:  # gradient inversion: decoded to faces by the learned decoder when the grid has it, else raw
+            decoded = [r for r in rec.get("gradient_recoveries") or [] if r.get("attack") == "gradient+decoder"]
+            raw = [a for r in rounds for a in r["attacks"] if a.get("skipped") is None and a.get("scores")]
+            if decoded:
+                privacy.update(psnr=_mean([r["psnr"] for r in decoded]), ssim=_mean([r["ssim"] for r in decoded]),
+                               floor_psnr=_mean([r["floor"]["psnr"] for r in decoded]),
+                               floor_ssim=_mean([r["floor"]["ssim"] for r in decoded]),
+                               space="pixels 64x64 (gradient-recovered inputs decoded by the learned decoder)")
+            elif raw:
+                space = "image" if all("image" in a["scores"] for a in raw) else "masked"
+                privacy.update(psnr=_mean([a["scores"][space]["psnr"] for a in raw]),
+                               ssim=_mean([a["scores"][space]["ssim"] for a in raw]),
+                               space="pixels (recovered image)" if space == "image" else
+                               "model input (masked; not comparable with pixel rows)")
+            privacy["gradient_raw"] = [a for r in rounds for a in r["attacks"]]
+        out.append({**base, "attack": attack, "status": "done", "utility": utility, "privacy": privacy,
+                    "bytes_per_round": bytes_per_round, "scores": None})
+    return out
+
+
+def _mean(xs: list[float]) -> float | None:
+    xs = [float(x) for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def mean_ci(xs: list[float | None]) -> dict[str, Any] | None:
+    """Mean and the half-width of its two-sided 95% Student-t confidence interval (None with one value)."""
+    xs = [float(x) for x in xs if x is not None]
+    if not xs:
+        return None
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return {"mean": m, "ci95": None, "n": n}
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
+    t = T95.get(n - 1) or next((T95[k] for k in sorted(T95) if k >= n - 1), 1.96)
+    return {"mean": m, "ci95": t * sd / math.sqrt(n), "n": n}
+
+
+SUMMARY_METRICS = {"accuracy": ("utility", "accuracy"), "tar_at_far_1e-3": ("utility", "tar_at_far_1e-3"),
+                   "tar_at_far_1e-2": ("utility", "tar_at_far_1e-2"), "psnr": ("privacy", "psnr"),
+                   "ssim": ("privacy", "ssim"), "cos": ("privacy", "cos"), "srra": ("privacy", "srra"),
+                   "attack_top1": ("privacy", "attack_top1"), "target_top1": ("privacy", "target_top1"),
+                   "floor_psnr": ("privacy", "floor_psnr"), "masking_visual": ("privacy", "masking_visual"),
+                   "masking_feature": ("privacy", "masking_feature")}
+
+
+def summarise(records: list[dict[str, Any]], protections: list[str], attacks: list[str]) -> list[dict[str, Any]]:
+    """One row per (protection, attack): mean +- 95% CI over seeds, and paper 001's scores normalised across the
+    grid's rows of that attack (``none`` is the accuracy reference and gets no scores, as in its Table 2)."""
+    from fedface.metrics.scores import paper_scores
+
+    rows = []
+    for attack in attacks:
+        for protection in protections:
+            mine = [r for r in records if r["protection"] == protection and r["attack"] == attack]
+            done = [r for r in mine if r["status"] == "done"]
+            row: dict[str, Any] = {"protection": protection, "attack": attack, "seeds": [r["seed"] for r in done],
+                                   "status": "done" if done else (mine[0]["status"] if mine else "missing")}
+            if not done:
+                row["error"] = mine[0].get("error") if mine else "no record"
+            else:
+                row["failed_seeds"] = [r["seed"] for r in mine if r["status"] != "done"]
+                for name, (group, key) in SUMMARY_METRICS.items():
+                    row[name] = mean_ci([r[group].get(key) for r in done])
+                row["bytes_per_round"] = _mean([r["bytes_per_round"] for r in done])
+                row["curve"] = _mean_curve([r["utility"]["curve"] for r in done])
+                row["space"] = done[0]["privacy"].get("space")
+                if done[0]["privacy"].get("srra_unavailable"):
+                    row["srra_unavailable"] = done[0]["privacy"]["srra_unavailable"]
+            rows.append(row)
+        scored = [r for r in rows if r["attack"] == attack and r["status"] == "done" and r["protection"] != "none"]
+        reference = next((r["accuracy"]["mean"] for r in rows if r["attack"] == attack and r["protection"] == "none"
+                          and r["status"] == "done" and r.get("accuracy")), None)
+        cells = []
+        for r in scored:
+            c = {"masking_visual": _m(r["masking_visual"]), "masking_feature": _m(r["masking_feature"]),
+                 # pixel-space reconstructions only: a masked-space SSIM (gradient attack without the decoder)
+                 # measures another thing and must not be ranked against pixel rows
+                 "attack_visual": None if r["ssim"] is None or not str(r.get("space", "")).startswith("pixels")
+                 else 1 - r["ssim"]["mean"],
+                 "attack_feature": None if r["cos"] is None else 1 - r["cos"]["mean"],
+                 "accuracy": _m(r["accuracy"]) if reference else None}
+            cells.append(c)
+        for key in ("masking_visual", "masking_feature", "attack_visual", "attack_feature", "accuracy"):
+            if any(c[key] is None for c in cells):  # a measure must be on every row or on none
+                for c in cells:
+                    c.pop(key)
+        if cells:
+            for r, s in zip(scored, paper_scores(cells, reference if "accuracy" in cells[0] else None)):
+                r["scores"] = {k: s[k] for k in ("masking_score", "attack_score", "privacy_score", "accuracy_score",
+                                                 "comprehensive_mean", "comprehensive_product", "accuracy_ratio")}
+    for r in rows:
+        r.setdefault("scores", None)
+    return rows
+
+
+def _m(stat: dict | None) -> float | None:
+    return None if stat is None else stat["mean"]
+
+
+def _mean_curve(curves: list[list[dict]]) -> list[dict[str, Any]]:
+    by_round: dict[int, list[float]] = {}
+    for curve in curves:
+        for p in curve:
+            if p.get("accuracy") is not None:
+                by_round.setdefault(p["round"], []).append(p["accuracy"])
+    return [{"round": k, "accuracy": sum(v) / len(v)} for k, v in sorted(by_round.items())]
+
+
+# ---------------------------------------------------------------------------------------------------- compare
+def run_compare(overrides: list[str]) -> dict[str, Any]:
+    """The whole compare: plan (all checks first), run the missing cells, write the results folder."""
+    from fedface.report import compare_report
+    from fedface.report.schema import validate
+    from fedface.runs import machine_info
+
+    t0 = time.perf_counter()
+    cfg = load_experiment(overrides)
+    spec = cfg.compare
+    cells, unavailable, notes = cell_plan(overrides, cfg)  # every error in the grid or an override: before any run
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cells if finished(c) is None]
+    log.info("compare %s: %d cells, %d finished earlier, %d to run (jobs=%d)", spec.name, len(cells),
+             len(cells) - len(todo), len(todo), int(spec.jobs))
+    drawn = not os.environ.get("FEDFACE_KEY")
+    if drawn:  # one key per compare, in this process's (and its workers') env only: never written
+        os.environ["FEDFACE_KEY"] = secrets.token_hex(32)
+    try:
+        _run_cells(todo, int(spec.jobs))
+    finally:
+        if drawn:
+            os.environ.pop("FEDFACE_KEY", None)
+    outcomes = []
+    for c in cells:
+        f = Path(c["dir"]) / "cell.json"
+        if not f.exists():  # a worker that died without a word (killed, out of memory): a failed cell
+            atomic_write_json(f, {"protection": c["protection"], "seed": c["seed"], "config_hash": c["config_hash"],
+                                  "attacks": c["attacks"], "status": "failed",
+                                  "error": "the cell's worker died before writing its outcome (killed?)"})
+        stored = json.loads(f.read_text())
+        stored["cell_dir"] = c["dir"]
+        stored["resumed"] = c not in todo
+        outcomes.append(stored)
+    records = [r for o in outcomes for r in records_of(o)] + unavailable
+    protections, attacks = list(spec.protections), list(spec.attacks)
+    summary = summarise(records, protections, attacks)
+    for r in records:
+        match = next((s for s in summary if s["protection"] == r["protection"] and s["attack"] == r["attack"]), {})
+        r.setdefault("scores", None)
+        if r["status"] == "done":
+            r["scores"] = match.get("scores")
+    results = {"schema": "fedface.compare/1", "experiment": str(spec.name), "status": "done", "out": str(out),
+               "command": "fedface compare " + " ".join(overrides),
+               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "data": str(cells[0]["federation"]["data"]["name"]) if cells else str(cfg.data.name),
+               "grid": {"protections": protections, "attacks": attacks,
+                        "seeds": {p: seeds_of(spec, p) for p in protections}},
+               "notes": notes, "cells": {"total": len(cells), "ran": len(todo), "resumed": len(cells) - len(todo),
+                                         "failed": sum(o["status"] != "done" for o in outcomes)},
+               "wall_seconds": time.perf_counter() - t0,
+               "machine": {**machine_info(), "load_average": list(os.getloadavg())},
+               "records": records, "summary": summary}
+    validate(results)
+    compare_report.write_all(out, results, OmegaConf.to_yaml(cfg, resolve=True))
+    return results
+
+
+def _run_cells(cells: list[dict[str, Any]], jobs: int) -> None:
+    if jobs <= 1 or len(cells) <= 1:
+        for i, c in enumerate(cells, 1):
+            log.info("cell %d/%d: %s seed %d", i, len(cells), c["protection"], c["seed"])
+            run_cell(c)
+        return
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_cell, c): c for c in cells}
+        for future, c in futures.items():
+            try:
+                log.info("cell %s seed %d: %s", c["protection"], c["seed"], future.result()["status"])
+            except Exception as err:  # noqa: BLE001 -- a dead worker: run_compare records the cell as failed
+                log.error("cell %s seed %d: worker failed: %s", c["protection"], c["seed"], err)
+
+
+__all__ = ["run_compare", "check_grid", "cell_plan", "records_of", "summarise", "mean_ci", "PROTECTIONS", "ATTACKS",
+           "ATTACKS_LATER", "PROTECTIONS_LATER"]

@@ -1,0 +1,142 @@
+"""The documented shape of a compare's ``results.json`` (``fedface compare``), checked by ``validate``.
+
+A schema is a dict ``key -> (types, required, description)``; a nested dict schema is given as the type. Types are
+Python types; ``None`` in the tuple allows null. ``validate`` raises one ValueError naming the path of the first
+offending key. No JSON-schema package: the check is small and a test runs it on every compare it makes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+NUM = (int, float)
+OPT_NUM = (int, float, type(None))
+
+UTILITY = {
+    "accuracy": (OPT_NUM, True, "10-fold verification accuracy on held-out identities after the last round"),
+    "accuracy_std": (OPT_NUM, True, "its standard deviation over the folds"),
+    "auc": (OPT_NUM, True, "ROC AUC of the verification pairs"),
+    "tar_at_far_1e-3": (OPT_NUM, True, "TAR at FAR = 1e-3 (null: too few impostor pairs to reach that FAR)"),
+    "tar_at_far_1e-2": (OPT_NUM, True, "TAR at FAR = 1e-2"),
+    "top1": (OPT_NUM, True, "identification top-1 on held-out identities"),
+    "curve": (list, True, "per round: {round, accuracy, train_loss}"),
+}
+
+PRIVACY = {
+    "psnr": (OPT_NUM, True, "PSNR (dB) of the attack's reconstructions against the true faces (see space)"),
+    "ssim": (OPT_NUM, True, "SSIM of the same"),
+    "cos": (OPT_NUM, True, "mean cosine of reconstruction vs original under dlib (independent evaluator)"),
+    "same_person": (OPT_NUM, True, "share of reconstructions dlib calls the same person as their original"),
+    "attack_top1": (OPT_NUM, True, "top-1 identification of the reconstructions among the victims (dlib)"),
+    "srra": (OPT_NUM, True, "successful reconstruction replay attack rate on the cell's own federated model"),
+    "target_top1": (OPT_NUM, False, "learned: top-1 identification of the reconstructions by the target system"),
+    "srra_unavailable": (str, False, "why SRRA is null (e.g. too few impostor scores for FAR = 1e-3)"),
+    "masking_visual": (OPT_NUM, True, "paper 001 masking effect, 1 - SSIM of the masked data shown as a picture"),
+    "masking_feature": (OPT_NUM, True, "paper 001 masking effect, 1 - cos under dlib"),
+    "space": (str, False, "what PSNR/SSIM compare: pixels, or the masked model input (not comparable)"),
+    "floor_psnr": (NUM, False, "the mean-face floor's PSNR (an attack must beat it to show anything)"),
+    "floor_ssim": (NUM, False, "the mean-face floor's SSIM"),
+    "gradient_raw": (list, False, "gradient attack: the raw per-reply outcome (masked-space scores)"),
+}
+
+SCORES = {
+    "masking_score": (OPT_NUM, True, "paper 001 masking level, normalised across the attack's rows"),
+    "attack_score": (OPT_NUM, True, "paper 001 attack level"),
+    "privacy_score": (OPT_NUM, True, "eq. (9): 0.4 masking + 0.6 attack"),
+    "accuracy_score": (OPT_NUM, True, "eq. (10): normalised accuracy ratio (reference: protection none)"),
+    "comprehensive_mean": (OPT_NUM, True, "Table 2's comprehensive score (mean of privacy and accuracy scores)"),
+    "comprehensive_product": (OPT_NUM, True, "eq. (11) as the text states it (product)"),
+    "accuracy_ratio": (OPT_NUM, True, "accuracy / accuracy of protection none"),
+}
+
+RECORD = {
+    "protection": (str, True, "none, fr_fd, ppfr_fd, ppfr_fd+adamixup, obfuscator, peep, instahide, ..."),
+    "attack": (str, True, "gradient | learned | model_inversion (not built yet)"),
+    "seed": (int, True, "the cell's seed (data split, model init, sampling, attacks)"),
+    "status": (str, True, "done | failed | unavailable"),
+    "error": (str, False, "failed / unavailable: why"),
+    "config_hash": (str, False, "sha256 prefix of the cell's resolved configs (its cache key)"),
+    "cell_dir": (str, False, "where the cell's federation and reconstruction runs are"),
+    "wall_seconds": (OPT_NUM, False, "wall time of the cell (federation + attacks; all of its attacks)"),
+    "machine": (dict, False, "platform, cpu count, torch threads, load average when the cell ended"),
+    "utility": (UTILITY, False, "done records: verification utility of the cell's federated model"),
+    "privacy": (PRIVACY, False, "done records: what the attack got"),
+    "bytes_per_round": (OPT_NUM, False, "mean bytes sent + received by the server per round"),
+    "scores": ((SCORES, type(None)), False, "paper 001's scores of this protection under this attack (null: none "
+                                            "row, or not scorable)"),
+}
+
+STAT = {"mean": (NUM, True, "mean over seeds"), "ci95": (OPT_NUM, True, "half-width of the 95% t interval"),
+        "n": (int, True, "seeds")}
+
+SUMMARY = {
+    "protection": (str, True, ""), "attack": (str, True, ""), "status": (str, True, "done | failed | unavailable"),
+    "seeds": (list, True, "the seeds that finished"), "error": (str, False, "why no seed finished"),
+    **{k: ((STAT, type(None)), False, "mean +- 95% CI over seeds") for k in
+       ("accuracy", "tar_at_far_1e-3", "tar_at_far_1e-2", "psnr", "ssim", "cos", "srra", "attack_top1", "target_top1",
+        "floor_psnr",
+        "masking_visual", "masking_feature")},
+    "scores": ((SCORES, type(None)), True, "paper 001's scores on the means"),
+}
+
+RESULTS = {
+    "schema": (str, True, "fedface.compare/1"),
+    "experiment": (str, True, "configs/experiment/<name>.yaml"),
+    "status": (str, True, "done (the file is written only when the compare finished)"),
+    "out": (str, True, "the results folder"),
+    "command": (str, True, "the command line"),
+    "created": (str, True, "UTC ISO time"),
+    "data": (str, True, "the data set the cells ran on"),
+    "grid": (dict, True, "protections, attacks, seeds per protection"),
+    "notes": (list, True, "loud notes (synthetic fallback, skipped attacks)"),
+    "cells": (dict, True, "total, ran, resumed (finished earlier, skipped), failed"),
+    "wall_seconds": (NUM, True, "this invocation's wall time"),
+    "machine": (dict, True, "the machine"),
+    "records": ([RECORD], True, "one per (protection, attack, seed)"),
+    "summary": ([SUMMARY], True, "one per (protection, attack)"),
+}
+
+
+def validate(obj: Any, schema: dict = RESULTS, path: str = "results") -> None:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected an object, got {type(obj).__name__}")
+    for key, (types, required, _) in schema.items():
+        if key not in obj:
+            if required:
+                raise ValueError(f"{path}.{key}: missing")
+            continue
+        _check(obj[key], types, f"{path}.{key}")
+
+
+def _check(value: Any, types: Any, path: str) -> None:
+    if isinstance(types, list):  # a list of items of one schema
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected a list, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            _check(item, types[0], f"{path}[{i}]")
+        return
+    if isinstance(types, dict):
+        validate(value, types, path)
+        return
+    options = types if isinstance(types, tuple) else (types,)
+    if value is None and type(None) in options:
+        return
+    for t in options:
+        if isinstance(t, dict):
+            if isinstance(value, dict):
+                validate(value, t, path)
+                return
+        elif isinstance(value, t) and not (t in (int, float) and isinstance(value, bool)):
+            return
+    raise ValueError(f"{path}: {type(value).__name__} is not {', '.join(getattr(t, '__name__', 'object') for t in options)}")
+
+
+def describe(schema: dict = RESULTS, indent: int = 0) -> str:
+    """The schema as indented text (README / docs)."""
+    lines = []
+    for key, (types, required, doc) in schema.items():
+        sub = types[0] if isinstance(types, list) else types
+        sub = next((t for t in sub if isinstance(t, dict)), None) if isinstance(sub, tuple) else sub
+        lines.append(f"{' ' * indent}- `{key}`{'' if required else ' (optional)'}: {doc}")
+        if isinstance(sub, dict) and sub is not STAT:
+            lines.append(describe(sub, indent + 2))
+    return "\n".join(lines)

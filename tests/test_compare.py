@@ -1,0 +1,241 @@
+"""`fedface compare`: the grid's checks, the cell cache / resume, the results.json schema, failed cells, an
+interrupted compare, and a real two-cell compare end to end (tiny model, synthetic faces, one round)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fedface import compare
+from fedface.cli import main
+from fedface.report import compare_report
+from fedface.report.schema import RESULTS, describe, validate
+
+from conftest import needs_data
+
+# a tiny grid on synthetic faces: no real data needed, one round, two clients
+TINY = ["data=synthetic", "data.num_identities=12", "data.images_per_identity=6", "data.split.test_identities=4",
+        "data.pairs.per_fold=6", "model=tiny", "train.batch_size=4", "federation.num_clients=2",
+        "federation.rounds=1", "federation.min_train_nodes=1", "federation.local_steps=2",
+        "compare.protections=[none,ppfr_fd]", "compare.attacks=[gradient]",
+        "compare.gradient=['attack.max_clients=1','attack.threats=[{}]','attack.gradient.iterations=5',"
+        "'attack.gradient.max_seconds=10']"]
+
+
+def _args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["experiment=demo", *TINY, f"compare.out={tmp_path / 'out'}", *extra]
+
+
+def _fake_execute(cell):
+    """A stand-in for one cell's federation + attacks (no Ray): a run whose numbers depend on the protection."""
+    masked = cell["protection"] != "none"
+    rounds = [{"round": r, "accuracy": 0.6 + 0.1 * r - 0.1 * masked, "train_loss": 1.0 / r, "bytes_sent": 1000,
+               "bytes_received": 1000,
+               "attacks": [{"attack": "gradient", "threat": "server", "skipped": None,
+                            "scores": {"masked": {"psnr": 20.0, "ssim": 0.1}} if masked else
+                            {"masked": {"psnr": 30.0, "ssim": 0.9}, "image": {"psnr": 30.0, "ssim": 0.9}}}]
+               if r == 1 else []} for r in (1, 2)]
+    return {"rounds": rounds, "status": "done"}, None
+
+
+def _tmp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*.tmp")]
+
+
+def test_unknown_protection_or_attack_fails_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"'bogus'; known: none, fr_fd, ppfr_fd, ppfr_fd\+adamixup, obfuscator"):
+        compare.run_compare(_args(tmp_path, "compare.protections=[none,bogus]"))
+    with pytest.raises(ValueError, match=r"compare.attacks: unknown 'dlg'; known: gradient, learned .*model_inversion"):
+        compare.run_compare(_args(tmp_path, "compare.attacks=[dlg]"))
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+    assert main(["compare", *_args(tmp_path, "compare.protections=[nope]")]) == 2
+    assert "known: none" in capsys.readouterr().err
+    assert main(["compare", "data=orl"]) == 2  # no experiment=
+    assert "experiment=<name>" in capsys.readouterr().err
+
+
+def test_known_but_unbuilt_entries_are_recorded_not_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "_execute", _fake_execute)
+    res = compare.run_compare(_args(tmp_path, "compare.protections=[none,ppfr_fd,dp_sgd]",
+                                    "compare.attacks=[gradient,model_inversion]"))
+    validate(res)
+    mi = [r for r in res["records"] if r["attack"] == "model_inversion"]
+    assert {r["status"] for r in mi} == {"unavailable"} and "issue 9" in mi[0]["error"]
+    dp = [r for r in res["records"] if r["protection"] == "dp_sgd"]
+    assert dp and {r["status"] for r in dp} == {"unavailable"}
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "model inversion lands with issue 9" in html
+
+
+def test_cell_hash_is_the_resolved_config_not_the_name(tmp_path):
+    cfg = compare.load_experiment(_args(tmp_path))
+    cells, _, _ = compare.cell_plan(_args(tmp_path), cfg)
+    again, _, _ = compare.cell_plan(_args(tmp_path, "compare.name=other"), compare.load_experiment(
+        _args(tmp_path, "compare.name=other")))
+    assert [c["config_hash"] for c in cells] == [c["config_hash"] for c in again]
+    changed, _, _ = compare.cell_plan(_args(tmp_path, "federation.rounds=2"), compare.load_experiment(
+        _args(tmp_path, "federation.rounds=2")))
+    assert not {c["config_hash"] for c in cells} & {c["config_hash"] for c in changed}
+    assert len({c["config_hash"] for c in cells}) == 2  # the two protections differ
+
+
+def test_failed_cell_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
+    def flaky(cell):
+        if cell["protection"] == "ppfr_fd":
+            raise RuntimeError("boom in the federation")
+        return _fake_execute(cell)
+
+    monkeypatch.setattr(compare, "_execute", flaky)
+    res = compare.run_compare(_args(tmp_path))
+    validate(res)
+    by = {r["protection"]: r for r in res["records"]}
+    assert by["none"]["status"] == "done" and by["ppfr_fd"]["status"] == "failed"
+    assert "boom in the federation" in by["ppfr_fd"]["error"] and res["cells"]["failed"] == 1
+    out = tmp_path / "out"
+    assert "boom in the federation" in (out / "report.html").read_text()
+    assert "FAILED: RuntimeError: boom" in (out / "table.md").read_text()
+    # resume re-runs the failed cell only
+    monkeypatch.setattr(compare, "_execute", _fake_execute)
+    res = compare.run_compare(_args(tmp_path))
+    assert res["cells"] == {"total": 2, "ran": 1, "resumed": 1, "failed": 0}
+
+
+def test_interrupted_compare_leaves_no_half_written_report_and_resumes(tmp_path, monkeypatch):
+    calls = []
+
+    def interrupted(cell):
+        calls.append(cell["protection"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return _fake_execute(cell)
+
+    monkeypatch.setattr(compare, "_execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_compare(_args(tmp_path))
+    out = tmp_path / "out"
+    assert not (out / "report.html").exists() and not (out / "results.json").exists()
+    assert not _tmp_files(out)
+    # killed while writing the report's pieces: no report at all, not half of one
+    monkeypatch.setattr(compare, "_execute", _fake_execute)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_report, "write_tensorboard", killed)
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_compare(_args(tmp_path))
+    assert not (out / "report.html").exists() and not _tmp_files(out)
+    monkeypatch.undo()
+    monkeypatch.setattr(compare, "_execute", _fake_execute)
+    res = compare.run_compare(_args(tmp_path))
+    assert res["cells"]["ran"] == 0 and res["cells"]["resumed"] == 2  # both cells finished before the kill
+    html = (out / "report.html").read_text()
+    assert html.rstrip().endswith("</html>") and "data:image/png;base64," in html
+
+
+def test_schema_rejects_a_bad_record_and_is_documented():
+    good = {"protection": "none", "attack": "gradient", "seed": 0, "status": "failed", "error": "x"}
+    results = {"schema": "fedface.compare/1", "experiment": "t", "status": "done", "out": "o", "command": "c",
+               "created": "now", "data": "orl", "grid": {}, "notes": [], "cells": {}, "wall_seconds": 1.0,
+               "machine": {}, "records": [good], "summary": []}
+    validate(results)
+    with pytest.raises(ValueError, match=r"results.records\[0\].seed"):
+        validate({**results, "records": [{**good, "seed": "0"}]})
+    with pytest.raises(ValueError, match="results.summary: missing"):
+        validate({k: v for k, v in results.items() if k != "summary"})
+    text = describe(RESULTS)
+    assert "`records`" in text and "`psnr`" in text and "`privacy_score`" in text
+
+
+def test_mean_ci_uses_student_t():
+    s = compare.mean_ci([0.5, 0.6, 0.7])
+    assert s["n"] == 3 and abs(s["mean"] - 0.6) < 1e-12 and abs(s["ci95"] - 4.303 * 0.1 / 3 ** 0.5) < 1e-9
+    assert compare.mean_ci([0.4])["ci95"] is None and compare.mean_ci([None]) is None
+
+
+def test_two_cell_compare_end_to_end_and_resume(tmp_path, capsys):
+    """A real compare: two federations (tiny model, synthetic faces, one round, gradient attack), the results
+    folder, the schema; a second run skips both finished cells."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    assert main(["compare", *_args(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "out"
+    assert "| none |" in printed and "report: " in printed and str(out / "report.html") in printed
+    res = json.loads((out / "results.json").read_text())
+    validate(res)
+    assert res["cells"] == {"total": 2, "ran": 2, "resumed": 0, "failed": 0}
+    assert {(r["protection"], r["attack"], r["status"]) for r in res["records"]} == {
+        ("none", "gradient", "done"), ("ppfr_fd", "gradient", "done")}
+    for r in res["records"]:
+        assert r["utility"]["accuracy"] is not None and r["bytes_per_round"] > 0 and r["privacy"]["psnr"] is not None
+        assert len(r["config_hash"]) == 12 and r["machine"]["cpu_count"]
+    for name in ("table.md", "frontier.png", "curves.png", "report.html", "config.yaml"):
+        assert (out / name).stat().st_size > 0, name
+    assert list((out / "grids").glob("*.png")) and (out / "tensorboard").is_dir()
+    assert res["notes"] == []  # synthetic was asked for: no fallback note
+    # without the learned decoder, ppfr_fd's gradient scores are in masked space: flagged, never ranked with pixels
+    by = {r["protection"]: r for r in res["records"]}
+    assert by["none"]["privacy"]["space"].startswith("pixels")
+    assert by["ppfr_fd"]["privacy"]["space"].startswith("model input") and "†" in (out / "table.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/cell.json")}
+    assert main(["compare", *_args(tmp_path)]) == 0
+    res2 = json.loads((out / "results.json").read_text())
+    assert res2["cells"]["ran"] == 0 and res2["cells"]["resumed"] == 2
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("cells/*/cell.json")}
+    assert [r["utility"]["accuracy"] for r in res2["records"]] == [r["utility"]["accuracy"] for r in res["records"]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@needs_data("orl_faces", "lfwa", "lfw_pairs")
+def test_orl_compare_with_learned_reconstruction(tmp_path):
+    """Both attacks on real faces: the learned decoder's rows, the decoded gradient recoveries, SRRA's target."""
+    args = ["experiment=demo", "federation.rounds=1", "compare.protections=[none,ppfr_fd]",
+            f"compare.out={tmp_path / 'out'}",
+            "compare.gradient=['attack.max_clients=1','attack.threats=[{}]','attack.gradient.iterations=10']",
+            "compare.learned=['attack.kinds=[decoder]','attack.threats=[{}]','attack.decoder.steps=20',"
+            f"'attack.decoder.width=8','attack.victims=12','attack.cache={tmp_path / 'cache'}']"]
+    assert main(["compare", *args]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    validate(res)
+    learned = {r["protection"]: r for r in res["records"] if r["attack"] == "learned"}
+    assert learned["none"]["privacy"]["cos"] is not None and learned["ppfr_fd"]["privacy"]["masking_visual"] > 0.5
+    grad = [r for r in res["records"] if r["attack"] == "gradient"]
+    assert all(r["privacy"]["space"].startswith("pixels") for r in grad)
+    assert len(list((tmp_path / "out" / "grids").glob("*.png"))) == 4
+
+
+def test_schema_doc_is_generated_from_the_schema():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "compare-schema.md").read_text()
+    assert describe(RESULTS) in doc
+
+
+def test_demo_falls_back_to_synthetic_faces_with_a_loud_note(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("FEDFACE_DATA", str(tmp_path / "empty"))
+    cfg = compare.load_experiment(["experiment=demo", f"compare.out={tmp_path / 'out'}"])
+    cells, _, notes = compare.cell_plan(["experiment=demo"], cfg)
+    assert notes and "SYNTHETIC" in notes[0] and any("learned reconstruction skipped" in n for n in notes)
+    assert {c["federation"]["data"]["name"] for c in cells} == {"synthetic"}
+    assert all(c["attacks"] == ["gradient"] and c["reconstruct"] is None for c in cells)
+    with pytest.raises(FileNotFoundError, match="not on disk"):
+        compare.cell_plan(["experiment=orl"], compare.load_experiment(["experiment=orl"]))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" /
+                                                         "experiment").glob("*.yaml")))
+def test_every_experiment_config_composes_with_a_valid_grid(name):
+    cfg = compare.load_experiment([f"experiment={name}"])
+    assert cfg.compare.name == name and str(cfg.compare.out) == f"results/{name}"
+    compare.check_grid(list(cfg.compare.protections), list(cfg.compare.attacks))
+    assert int(cfg.federation.ray_init.num_cpus) >= 1 and int(cfg.threads) == 1
+
+
+def test_a_cell_whose_worker_died_is_recorded_as_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "_run_cells", lambda cells, jobs: None)  # workers that never wrote cell.json
+    res = compare.run_compare(_args(tmp_path))
+    validate(res)
+    assert {r["status"] for r in res["records"]} == {"failed"} and res["cells"]["failed"] == 2
+    assert "worker died" in res["records"][0]["error"]
