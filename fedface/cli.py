@@ -18,6 +18,9 @@ commands:
   simulate    Flower federation of N clients on Ray (federation.num_clients, federation.rounds, ...)
   reconstruct learned reconstruction of clients' masked data (attack=learned): decoder + cGAN trained on the
               attacker's auxiliary faces, white-box inversion with the key; pixel and identity-leak scores
+  invert      model inversion of a finished run's weights (attack=inversion attack.target=RUN): class centres of a
+              shared head, backbone-only for head=local; identity-leak scores
+  imprint     malicious weights (trap layer, robbing the fed) against a few clients of attack.target's protection
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
@@ -68,6 +71,32 @@ def _reconstruct(overrides: list[str]) -> int:
     return 0
 
 
+def _invert(overrides: list[str]) -> int:
+    from fedface.invert import run_invert, summarise
+
+    chosen = any(o.lstrip("+~").startswith("attack=") for o in overrides)
+    cfg = compose_config(overrides if chosen else ["attack=inversion", *overrides])
+    results = run_invert(cfg)
+    print(summarise(results))
+    print(f"results: {cfg.run.dir}/results.json")
+    return 0
+
+
+def _imprint(overrides: list[str]) -> int:
+    from fedface.invert import run_imprint
+
+    chosen = any(o.lstrip("+~").startswith("attack=") for o in overrides)
+    cfg = compose_config(overrides if chosen else ["attack=inversion", *overrides])
+    results = run_imprint(cfg)
+    if "skipped" in results:
+        print(results["skipped"])
+    for r in results["rows"]:
+        print(f"MALICIOUS WEIGHTS client {r['client']}: {r['recovered']}/{r['batch']} inputs recovered "
+              f"(> {r['threshold_db']:.0f} dB in model_input space); pixel PSNR {r.get('pixel_psnr_mean', 'n/a')}")
+    print(f"recovery rate {results.get('recovery_rate')}; results: {cfg.run.dir}/results.json")
+    return 0
+
+
 def _partition(overrides: list[str]) -> int:
     from fedface.data.sources import load_configured
     from fedface.data.partition import make_partition
@@ -110,7 +139,8 @@ def _deploy(args: list[str]) -> int:
     return deploy_main(args)
 
 
-COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "partition": _partition,
+COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "invert": _invert,
+            "imprint": _imprint, "partition": _partition,
             "energy": _energy, "fetch": _fetch, "deploy": _deploy}
 
 
