@@ -192,3 +192,38 @@ def test_invert_and_imprint_commands_end_to_end(tmp_path):
     assert main(["imprint", *small, "attack.imprint.malicious_weights=false", f"run.dir={tmp_path / 'off'}"]) == 0
     off = json.loads((tmp_path / "off" / "results.json").read_text())
     assert off["malicious_weights"] is False and not off["rows"] and "skipped" in off
+
+
+# --------------------------------------------------------------------------- inside the federation
+FED = ["data=synthetic", "data.num_identities=12", "data.images_per_identity=6", "data.split.test_identities=4",
+       "data.pairs.per_fold=6", "model=tiny", "train.batch_size=4", "federation.num_clients=3",
+       "federation.rounds=2", "federation.min_train_nodes=1", "federation.local_steps=2", "federation.head=shared"]
+
+
+def _federate(tmp_path, extra):
+    from clients.client_app import app as client_app
+    from fedface.config import compose_config
+    from fedface.federation.setup import prepare_federation
+    from strategies.server_loop import run_federation
+    from tests.local_grid import LocalGrid
+
+    cfg = prepare_federation(compose_config([*FED, f"run.dir={tmp_path}", *extra]))
+    return run_federation(LocalGrid(client_app, 3), cfg, tmp_path)
+
+
+def test_federated_inversion_is_recorded_and_never_alters_the_aggregated_model(tmp_path):
+    import numpy as np
+
+    from fedface.federation.checkpoint import load_checkpoint
+
+    _federate(tmp_path / "honest", [])
+    res = _federate(tmp_path / "malicious", ["attack=inversion", "attack.inversion.steps=3", "attack.identities=2",
+                                             "attack.max_clients=1"])
+    a = load_checkpoint(tmp_path / "honest" / "checkpoint")[1]
+    b = load_checkpoint(tmp_path / "malicious" / "checkpoint")[1]
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    (attack,) = res["rounds"][0]["attacks"]
+    assert attack["attack"] == "inversion" and len(attack["rows"]) == 2 and "skipped" not in attack
+    assert attack["malicious_weights"] is False and "attacks" not in res["rounds"][1]
+    folder = tmp_path / "malicious" / "attacks" / "round-1" / f"node-{attack['node']}"
+    assert {p.name for p in folder.iterdir()} == {"inversion.json", "inversion.safetensors"}

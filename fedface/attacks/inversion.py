@@ -266,5 +266,54 @@ def head_scores(centres: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor
     return F.linear(F.normalize(embeddings, dim=1), F.normalize(centres, dim=1))
 
 
-__all__ = ["BNStatistics", "FacePrior", "InversionConfig", "frozen", "head_scores", "invert", "invert_centres",
+__all__ = ["BNStatistics", "FacePrior", "attack_observation", "InversionConfig", "frozen", "head_scores", "invert", "invert_centres",
            "invert_embeddings", "invert_statistics", "tv_loss"]
+
+
+def attack_observation(obs, run_config: Mapping[str, Any], inversion_cfg: Mapping[str, Any], identities: int,
+                       run_dir) -> dict[str, Any]:
+    """The malicious server's per-reply inversion inside a federation (``attack.name=inversion``; called by
+    ``strategies/malicious.py`` on a copy of one client's reply before FedAvg, every ``attack.every`` rounds).
+
+    With a shared head the reply carries the client's head rows. The server picks the ``identities`` rows that
+    moved most from what it sent -- a heuristic for the client's own classes (the cross-entropy pulls the centres of
+    the classes in its batches; the others only get the softmax push; not validated here) -- and inverts them with
+    this client's returned
+    backbone (free low-resolution pixels / standardised masked tensors: no auxiliary data needed here). Writes
+    ``attacks/round-R/node-N/inversion.{safetensors,json}``; identity scores are the offline ``fedface invert``'s.
+    With a local head nothing identifies a client's people: the reply is skipped with that reason.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from fedface.io import atomic_save_safetensors, atomic_write_json
+    from fedface.models import build_backbone
+    from fedface.protect import input_spec
+
+    base = {"node": obs.node, "attack": "inversion", "threat": "server"}
+    if not obs.has_head:
+        return {**base, "skipped": "head=local: the reply carries no class centre (backbone-only inversion: "
+                                   "`fedface invert` on the run)"}
+    spec = input_spec(dict(run_config["protect"]))
+    backbone = build_backbone(run_config["model"], spec)
+    own = backbone.state_dict()
+    state = {**{k: v.clone() for k, v in own.items()},
+             **{k[len("backbone."):]: torch.as_tensor(np.asarray(v)).reshape(own[k[len("backbone."):]].shape)
+                for k, v in obs.returned.items() if k.startswith("backbone.")}}
+    backbone.load_state_dict(state)
+    returned = torch.as_tensor(np.asarray(obs.returned["head.weight"])).float()
+    sent = torch.as_tensor(np.asarray(obs.sent["head.weight"])).float()
+    moved = (returned - sent).norm(dim=1)
+    rows = torch.argsort(moved, descending=True)[: max(1, int(identities))]
+    cfg = InversionConfig.from_cfg({**dict(inversion_cfg), "prior": "free"})
+    out = invert_centres(backbone, returned[rows], spec.shape, cfg)
+    folder = Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
+    summary = {**base, "rows": rows.tolist(), "row_movement": [round(float(moved[r]), 6) for r in rows],
+               "centre_cos": [round(float(c), 4) for c in out["cos"]], "centre_cos_mean": float(out["cos"].mean()),
+               "steps": out["steps"], "seconds": round(out["seconds"], 2), "stopped": out["stopped"],
+               "malicious_weights": False}
+    atomic_save_safetensors(folder / "inversion.safetensors",
+                            {"model_input": out["model_inputs"].contiguous().numpy(), "rows": rows.numpy()})
+    atomic_write_json(folder / "inversion.json", summary)
+    return summary
