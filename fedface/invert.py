@@ -48,7 +48,7 @@ from fedface.runs import RunDir, machine_info, seed_everything
 
 log = logging.getLogger(__name__)
 ATTACK_KEYS = {"name", "target", "identities", "threats", "inversion", "backbone_only", "decoder", "cache",
-               "imprint", "grid_faces"}
+               "imprint", "grid_faces", "every", "max_rounds", "max_clients", "ground_truth"}
 
 
 # --------------------------------------------------------------------------------------------------- the target
@@ -407,6 +407,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
                          "identity", 0.5, int(tcfg.seed))
     tcfg_train = TrainConfig.from_cfg({**to_container(tcfg.train), "steps": 1, "batch_size": int(icfg.batch_size)})
     grid: dict[str, torch.Tensor] = {}
+    decoder_box: dict[str, Any] = {}
     for client in range(min(int(icfg.clients), len(shards))):
         idx = torch.as_tensor(shards[client])
         local_ids, local_labels = torch.unique(labels[idx], return_inverse=True)
@@ -445,7 +446,17 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
                     row["pixel_psnr_white_box_of_truth"] = float(psnr(ceil.double(), pix_truth.double(),
                                                                       255.0).mean())
                 if client == 0:
-                    grid = {"model input (client)": pix_truth / 255, "read from the trap": pics / 255}
+                    grid = {"client's face (before its protection)": pix_truth / 255,
+                            "read from the trap (to pixels)": pics / 255}
+            if not (shape[0] == 1 and shape[1] >= 32) and acfg.decoder is not None:  # server threat: no key
+                if "net" not in decoder_box:
+                    decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, aux, acfg, seed,
+                                                                            bool(cfg.run.progress))
+                dec = pictures(reconstruct(decoder_box["net"], matched))
+                p = psnr(dec.double(), pix_truth.double(), 255.0)
+                row["decoder_pixel_psnr_mean"] = float(p.mean())
+                if client == 0:
+                    grid["read from the trap + decoder (no key)"] = dec / 255
         results["rows"].append(row)
         log.info("imprint %s client %d: %d/%d recovered (> %.0f dB)", label, client, rate["recovered"],
                  rate["batch"], float(icfg.psnr_db))

@@ -44,7 +44,7 @@ class InversionConfig:
     bn: float = 0.01          # DeepInversion BatchNorm-statistics weight (sum over BatchNorm2d layers)
     l2: float = 0.0           # L2 on the input (DeepInversion's small prior)
     scale: int = 4            # pixels: optimise at (H/scale, W/scale), bilinear upsampling
-    jitter: int = 2           # random shift of up to +-jitter (pixels, or frequency cells) per step; 0: off
+    jitter: int = 2           # random shift of up to +-jitter pixels per step (pictures only); 0: off
     flip: bool = True         # random horizontal flip per step (pixels only)
     standardize: bool | None = None  # re-standardise each channel (None: yes for multi-channel inputs)
     prior: str = "pca"        # pixels parameterisation: pca (eigenfaces of the aux faces) | free (low-res pixels)
@@ -170,7 +170,7 @@ class _Input(nn.Module):
 
 
 def _augment(x: torch.Tensor, cfg: InversionConfig, pixels: bool, generator: torch.Generator) -> torch.Tensor:
-    if cfg.jitter > 0:
+    if cfg.jitter > 0 and pixels:  # a shift of a 14 x 14 frequency map would move 8-pixel blocks: pixels only
         dx, dy = (int(v) for v in torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=generator))
         x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
     if pixels and cfg.flip and bool(torch.rand((), generator=generator) < 0.5):
