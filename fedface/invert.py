@@ -415,6 +415,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
         trap_sent = {k: v.clone() for k, v in sent.trap.state_dict().items()}
         client_protection = build_protection(protect_cfg, key)
         client_protection.fit(gallery[idx].unsqueeze(1).float())
+        torch.manual_seed(seed + client)  # the client's own head initialisation, independent of what ran before
         head = build_head(tcfg.model, sent.embedding_size, len(local_ids))
         record: list = []
         t0 = time.perf_counter()
