@@ -236,7 +236,8 @@ def invert(backbone: nn.Module, shape: tuple[int, int, int], cfg: InversionConfi
             x = param().detach()
             mi = feed(x)
             final = None if t_dir is None else (F.normalize(backbone(mi), dim=1) * t_dir).sum(1)
-    return {"inputs": x, "model_inputs": mi, "cos": final, "curve": curve, "steps": step, "seconds": time.perf_counter() - t0,
+    return {"inputs": x, "model_inputs": mi, "cos": final, "curve": curve, "steps": step,
+            "seconds": time.perf_counter() - t0,
             "stopped": stopped, "bn_layers": layers}
 
 
@@ -266,7 +267,8 @@ def head_scores(centres: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor
     return F.linear(F.normalize(embeddings, dim=1), F.normalize(centres, dim=1))
 
 
-__all__ = ["BNStatistics", "FacePrior", "attack_observation", "InversionConfig", "frozen", "head_scores", "invert", "invert_centres",
+__all__ = ["BNStatistics", "FacePrior", "attack_observation", "InversionConfig", "frozen", "head_scores", "invert",
+           "invert_centres",
            "invert_embeddings", "invert_statistics", "tv_loss"]
 
 
