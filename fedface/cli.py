@@ -21,6 +21,9 @@ commands:
               attacker's auxiliary faces, white-box inversion with the key; pixel and identity-leak scores
   compare     protections x malicious-server attacks, one federation per cell: fedface compare experiment=<name>
               (configs/experiment/: demo, orl, scale); writes results/<name>/ (results.json, table.md, report.html)
+  invert      model inversion of a finished run's weights (attack=inversion attack.target=RUN): class centres of a
+              shared head, backbone-only for head=local; identity-leak scores
+  imprint     malicious weights (trap layer, robbing the fed) against a few clients of attack.target's protection
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
@@ -59,12 +62,17 @@ def _simulate(overrides: list[str]) -> int:
     return 0 if results.get("status") == "done" else 1
 
 
+def _with_attack(overrides: list[str], default: str):
+    """The composed config with ``attack=<default>`` unless the overrides choose an attack group themselves."""
+    chosen = any(o.lstrip("+~").startswith("attack=") for o in overrides)
+    return compose_config(overrides if chosen else [f"attack={default}", *overrides])
+
+
 def _reconstruct(overrides: list[str]) -> int:
     from fedface.attacks.learned import summarise
     from fedface.reconstruct import run_reconstruct
 
-    chosen = any(o.lstrip("+~").startswith("attack=") for o in overrides)
-    cfg = compose_config(overrides if chosen else ["attack=learned", *overrides])
+    cfg = _with_attack(overrides, "learned")
     results = run_reconstruct(cfg)
     print(summarise([r for r in results["rows"] if "skipped" not in r]))
     print(f"results: {cfg.run.dir}/results.json")
@@ -84,6 +92,30 @@ def _compare(overrides: list[str]) -> int:
         print(f"fedface compare: {failed} cell(s) failed (their errors are in the table and the report)",
               file=sys.stderr)
     return 0 if failed == 0 else 1
+
+
+def _invert(overrides: list[str]) -> int:
+    from fedface.invert import run_invert, summarise
+
+    cfg = _with_attack(overrides, "inversion")
+    results = run_invert(cfg)
+    print(summarise(results))
+    print(f"results: {cfg.run.dir}/results.json")
+    return 0
+
+
+def _imprint(overrides: list[str]) -> int:
+    from fedface.invert import run_imprint
+
+    cfg = _with_attack(overrides, "inversion")
+    results = run_imprint(cfg)
+    if "skipped" in results:
+        print(results["skipped"])
+    for r in results["rows"]:
+        print(f"MALICIOUS WEIGHTS client {r['client']}: {r['recovered']}/{r['batch']} inputs recovered "
+              f"(> {r['threshold_db']:.0f} dB in model_input space); pixel PSNR {r.get('pixel_psnr_mean', 'n/a')}")
+    print(f"recovery rate {results.get('recovery_rate')}; results: {cfg.run.dir}/results.json")
+    return 0
 
 
 def _partition(overrides: list[str]) -> int:
@@ -129,7 +161,8 @@ def _deploy(args: list[str]) -> int:
 
 
 COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "compare": _compare,
-            "partition": _partition, "energy": _energy, "fetch": _fetch, "deploy": _deploy}
+            "invert": _invert, "imprint": _imprint, "partition": _partition, "energy": _energy, "fetch": _fetch,
+            "deploy": _deploy}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from fedface.attacks.inversion import attack_observation
 from fedface.attacks.scoring import attack_and_score, policy_channel_and_score
 from fedface.attacks.threat import AttackConfig, Observation
 from strategies.records import ARRAYS, METRICS, POLICY_UPDATE, from_record
@@ -65,6 +66,15 @@ class MaliciousFedFaceAvg(FedFaceAvg):
         out = []
         for reply in ok[: self.attack.max_clients]:
             obs = self.observe(server_round, reply)
+            if self.attack.name == "inversion":  # model inversion of this client's returned weights
+                try:
+                    out.append(attack_observation(obs, self.run_config, self.attack.inversion,
+                                                  self.attack.identities, self.run_dir))
+                except Exception as err:  # an attack must never stop the federation
+                    log.warning("round %d: inversion of node %d failed: %s", server_round, obs.node, err)
+                    out.append({"node": obs.node, "attack": "inversion", "threat": "server",
+                                "skipped": f"{type(err).__name__}: {err}"})
+                continue
             for threat in self.attack.threat_models():
                 try:
                     out.append(attack_and_score(obs, self.run_config, self.attack, threat, self.run_dir))

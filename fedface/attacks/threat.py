@@ -71,8 +71,17 @@ class AttackConfig:
     threats: list[dict[str, bool]] = field(default_factory=lambda: [{}])
     gradient: dict[str, Any] = field(default_factory=dict)
     ground_truth: bool = True
+    # attack=inversion (configs/attack/inversion.yaml; the offline commands use the rest of its keys)
+    inversion: dict[str, Any] = field(default_factory=dict)
+    identities: int = 8
+    target: Any = None
+    backbone_only: bool = True
+    decoder: Any = None
+    cache: Any = None
+    imprint: dict[str, Any] = field(default_factory=dict)
+    grid_faces: int = 8
 
-    NAMES = ("none", "gradient")
+    NAMES = ("none", "gradient", "inversion")
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "AttackConfig":
@@ -85,6 +94,10 @@ class AttackConfig:
 
             InversionConfig.from_cfg(out.gradient)
             out.threat_models()
+        if out.name == "inversion":
+            from fedface.attacks.inversion import InversionConfig as ModelInversionConfig
+
+            ModelInversionConfig.from_cfg(out.inversion)
         return out
 
     def attacks_round(self, server_round: int) -> bool:

@@ -1,0 +1,497 @@
+"""`fedface invert` and `fedface imprint`: malicious server III on a finished run (``fedface.attacks.inversion``,
+``fedface.attacks.imprint``).
+
+``invert`` loads the weights a server holds at the end of a federation (the last global checkpoint: backbone, and
+with ``federation.head=shared`` the head's class centres) -- or a centralized model, whose head holds every centre --
+and inverts ``attack.identities`` class centres into inputs, with the priors of ``attack.inversion``. Frequency
+results become pictures white-box with the key (``knows_key``) and through the learned decoder trained on the
+attacker's auxiliary faces (``server``, its own key). With no head (``head=local``) only backbone-only rows run:
+BatchNorm feature-statistics inversion and inversion of the attacker's own auxiliary faces' embeddings.
+
+Every row is scored by identity (``fedface.metrics.identity``): COS / same-person / top-1 under the independent dlib
+model against the true identity's ORL images, SRRA / top-1 on the target system itself, next to the mean-face floor
+and a real-image ceiling. The attacker's prior data is the partition table's auxiliary split, never client data.
+
+``imprint`` runs the malicious-weights attack: the server sends the trap layer in front of the backbone, a few
+clients' honest one-step local updates (``train_local``) come back, and the server reads their inputs out of the
+trap's update. Its results carry ``"malicious_weights": true``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
+
+from fedface.attacks import imprint as trap_mod
+from fedface.attacks import learned
+from fedface.attacks.decoder import DecoderConfig, reconstruct, to_targets
+from fedface.attacks.inversion import (FacePrior, InversionConfig, head_scores, invert_centres, invert_embeddings,
+                                       invert_statistics)
+from fedface.attacks.invert_mask import to_image
+from fedface.config import check_choice, to_container
+from fedface.data.partition import make_partition
+from fedface.data.sources import load_aux, load_configured
+from fedface.io import atomic_save_safetensors
+from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator, attack_top1, enrol,
+                                      replay_attack)
+from fedface.protect import build_protection, input_spec, needs_key
+from fedface.protect.keys import ENV_VAR
+from fedface.report.grids import save_grid
+from fedface.runs import RunDir, machine_info, seed_everything
+
+log = logging.getLogger(__name__)
+ATTACK_KEYS = {"name", "target", "identities", "threats", "inversion", "backbone_only", "decoder", "cache",
+               "imprint", "grid_faces", "every", "max_rounds", "max_clients", "ground_truth"}
+
+
+# --------------------------------------------------------------------------------------------------- the target
+def target_weights(run_dir: str | Path) -> tuple[Path, DictConfig]:
+    """The weights file a server holds for a finished run: ``model.safetensors`` (centralized) or the last
+    ``checkpoint/round-*/global.safetensors`` (federation), and the run's config."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"attack.target={run_dir}: no config.yaml (give a `fedface train`/`simulate` run dir)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    weights = run_dir / "model.safetensors"
+    if not weights.exists():
+        rounds = sorted((run_dir / "checkpoint").glob("round-*/global.safetensors"))
+        if not rounds:
+            raise FileNotFoundError(f"attack.target={run_dir}: neither model.safetensors nor checkpoint/round-*")
+        weights = rounds[-1]
+    return weights, cfg
+
+
+def load_server_view(run_dir: str | Path) -> dict[str, Any]:
+    """Backbone (eval mode), the class centres if the server holds them (None for ``head=local``), the run config,
+    and what kind of run it is."""
+    from safetensors.torch import load_file
+
+    from fedface.models import build_backbone
+    from fedface.protect import input_spec
+
+    weights, cfg = target_weights(run_dir)
+    tensors = load_file(str(weights))
+    backbone = build_backbone(cfg.model, input_spec(to_container(cfg.protect)))
+    backbone.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
+    federated = weights.name == "global.safetensors"
+    head = "shared" if "head.weight" in tensors else "local"
+    if federated:
+        head = str(cfg.federation.head)
+    return {"backbone": backbone.eval(), "centres": tensors.get("head.weight"), "cfg": cfg, "weights": str(weights),
+            "kind": "federation" if federated else "centralized", "head": head if federated else
+            "centralized (every centre)"}
+
+
+def _key_for(cfg: DictConfig, kind: str) -> tuple[bytes | None, str | None]:
+    """The clients' key, when the experimenter has it: centralized runs use the demo key (or FEDFACE_KEY); a
+    simulation's clients drew a random key unless FEDFACE_KEY was set, so it is gone unless given again."""
+    import os
+
+    from fedface.protect.keys import load_key
+
+    if not needs_key(cfg.protect):
+        return None, None
+    if kind == "federation" and not os.environ.get(ENV_VAR):
+        return None, (f"the simulated clients' key was random and is gone (set {ENV_VAR} to the federation's key): "
+                      "SRRA and the white-box knows_key rows are n/a")
+    return load_key(None, allow_demo=True), None
+
+
+def _label(cfg: DictConfig) -> str:
+    name = cfg.protect.name
+    mix = cfg.get("mixup", {}).get("name", "none") if "mixup" in cfg else "none"
+    return name if mix == "none" else f"{name}+{mix}mixup"
+
+
+# --------------------------------------------------------------------------------------------------- scoring
+class IdentityScorer:
+    """Identity-leak scores of guesses for identities (``fedface.metrics.identity``).
+
+    ``gallery``: the true identities' images (all training images of the run's identities: the class index is the
+    label); each guess is compared with every image of its identity: ``cos`` = mean dlib cosine, ``same_person`` =
+    share of (guess, image) pairs closer than dlib's 0.6, ``top1`` = nearest dlib template among all gallery
+    identities; ``srra`` / ``target_top1`` on the target system (protection + backbone), templates enrolled from
+    the gallery (which favours the attacker a little: a leak is not understated).
+    """
+
+    def __init__(self, gallery: torch.Tensor, labels: torch.Tensor, target, seed: int, cache: Path | None):
+        self.gallery, self.labels, self.target, self.seed = gallery, labels, target, seed
+        self.independent = IndependentEvaluator()
+        self._emb = None
+        self.cache = cache
+
+    def _gallery_emb(self) -> torch.Tensor:
+        if self._emb is None:
+            digest = hashlib.sha256(self.gallery.numpy().tobytes()).hexdigest()[:16]
+            path = None if self.cache is None else self.cache / f"dlib-gallery-{digest}.safetensors"
+            if path is not None and path.exists():
+                from safetensors.torch import load_file
+                self._emb = load_file(str(path))["emb"]
+            else:
+                self._emb = self.independent.embed(self.gallery)
+                if path is not None:
+                    atomic_save_safetensors(path, {"emb": self._emb.contiguous().numpy()})
+        return self._emb
+
+    def score(self, pics: torch.Tensor, ids: torch.Tensor) -> dict[str, Any]:
+        """``pics`` (K, 1, 112, 112) in [0, 255]; ``ids`` (K,) their true identities (gallery labels)."""
+        out: dict[str, Any] = {}
+        if self.independent.available():
+            g = self._gallery_emb()
+            emb = self.independent.embed(pics)
+            cos, same = [], []
+            for e, c in zip(emb, ids.tolist()):
+                own = g[self.labels == c]
+                cos.append(float(F.cosine_similarity(e[None], own, dim=1).mean()))
+                same.append(float(((own - e[None]).norm(dim=1) < SAME_PERSON_DISTANCE).double().mean()))
+            templates, identities = enrol(g, self.labels)
+            out.update(cos=float(np.mean(cos)), same_person=float(np.mean(same)),
+                       top1=attack_top1(emb, ids, templates, identities)["top1"], chance=1 / len(identities))
+        else:
+            out["cos_unavailable"] = self.independent.reason
+        if isinstance(self.target, str):
+            out["srra_unavailable"] = self.target
+        else:
+            backbone, protection = self.target
+            r = replay_attack(backbone, protection, pics, ids, self.gallery, self.labels, seed=self.seed)
+            out.update(srra=r.get("srra"), target_top1=r.get("top1"), srra_threshold=r.get("threshold"))
+            if r.get("srra") is None:
+                out["srra_unavailable"] = r.get("unavailable")
+        return out
+
+
+def pictures(x: torch.Tensor) -> torch.Tensor:
+    """Faces in [-1, 1] at any size -> [0, 255] at 112 x 112."""
+    x = F.interpolate(x.float(), size=(112, 112), mode="bilinear", align_corners=False)
+    return (x.clamp(-1, 1) + 1) * 127.5
+
+
+# --------------------------------------------------------------------------------------------------- invert
+def check_attack_cfg(acfg: DictConfig, command: str = "invert") -> None:
+    check_choice(acfg.get("name"), ("inversion",), f"attack.name (fedface {command} needs attack=inversion)")
+    unknown = sorted(set(acfg) - ATTACK_KEYS)
+    if unknown:
+        raise ValueError(f"unknown attack config key(s) {', '.join('attack.' + k for k in unknown)}; "
+                         f"known: {', '.join(sorted(ATTACK_KEYS))}")
+    if acfg.get("target") in (None, ""):
+        raise ValueError("attack.target: give the run dir of a finished `fedface train` / `fedface simulate` run")
+    InversionConfig.from_cfg(to_container(acfg.inversion))
+
+
+def _identity_data(tcfg: DictConfig, seed: int):
+    data = load_configured(tcfg.data)
+    table = make_partition(data, tcfg.data, int(tcfg.seed), root=tcfg.data.get("root"))
+    train_labels = data.labels[torch.as_tensor(table.train_idx)].numpy()
+    global_ids = np.unique(train_labels)  # class c of a shared head / centralized head = rank among train ids
+    gallery = data.images[torch.as_tensor(table.train_idx)]
+    labels = torch.as_tensor(np.searchsorted(global_ids, train_labels))
+    aux = load_aux(table, tcfg.data.get("root"), limit=None, seed=seed)
+    if aux is None:
+        raise ValueError("the target run's data config gives no auxiliary faces (data.aux=lfwa and LFW-a needed): "
+                         "the attacker's priors come from them")
+    return data, table, gallery, labels, aux, len(global_ids)
+
+
+def _decoder_for(tcfg: DictConfig, aux: torch.Tensor, acfg: DictConfig, seed: int, progress: bool):
+    """The learned decoder (server threat: its own key) for the target's protection, trained on (or loaded from
+    ``attack.cache``) the attacker's auxiliary faces through the protection, unmixed (a centre is one identity)."""
+    protect_cfg = to_container(tcfg.protect)
+    attacker = build_protection(protect_cfg, learned.attacker_key(protect_cfg, False, None, seed))
+    attacker.fit(aux.unsqueeze(1).float())
+    dcfg = DecoderConfig.from_cfg(to_container(acfg.decoder))
+    pair_x, pair_y = learned.aux_pairs(attacker, {"name": "none"}, aux, dcfg.size, seed)
+    cache_id = learned.fingerprint("inversion", protect_cfg, "server", dcfg.to_json(), len(aux),
+                                   learned.CACHE_VERSION)
+    cache = None if acfg.cache in (None, "") else Path(acfg.cache)
+    net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, cache, f"decoder-{cache_id}", progress)
+    return net, {k: facts.get(k) for k in ("steps", "seconds", "cached")}
+
+
+def run_invert(cfg: DictConfig) -> dict[str, Any]:
+    acfg = cfg.attack
+    check_attack_cfg(acfg)
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    icfg = InversionConfig.from_cfg(to_container(acfg.inversion))
+    view = load_server_view(acfg.target)
+    tcfg, backbone = view["cfg"], view["backbone"]
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    run = RunDir(cfg.run.dir, cfg)
+    data, table, gallery, labels, aux, n_classes = _identity_data(tcfg, seed)
+    key, key_note = _key_for(tcfg, view["kind"])
+    protection = build_protection(to_container(tcfg.protect), key) if key or not needs_key(tcfg.protect) else None
+    if protection is not None:
+        protection.fit(gallery.unsqueeze(1).float())
+    shape = input_spec(to_container(tcfg.protect)).shape
+    k = min(int(acfg.identities), n_classes)
+    ids = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n_classes, k, replace=False)))
+    label = _label(tcfg)
+    scorer = IdentityScorer(gallery, labels, key_note if protection is None else (backbone, protection), seed,
+                            None if acfg.cache in (None, "") else Path(acfg.cache))
+    results: dict[str, Any] = {"command": "invert", "status": "running", "target": str(acfg.target),
+                               "weights": view["weights"], "run_kind": view["kind"], "head": view["head"],
+                               "protection": label, "identities": ids.tolist(), "classes": n_classes,
+                               "aux": len(aux), "inversion": icfg.to_json(), "malicious_weights": False,
+                               "seed": seed, "machine": machine_info(), "rows": []}
+    if key_note:
+        results["key"] = key_note
+    rows = results["rows"]
+    first = torch.stack([gallery[labels == c][0] for c in ids.tolist()])  # one real image per attacked identity
+    grid: dict[str, torch.Tensor] = {"real (one of the identity's)": first[:, None].float() / 255}
+    arrays: dict[str, torch.Tensor] = {}
+
+    def add(attack: str, threat: str, pics: torch.Tensor | None, extra: dict[str, Any], truth=ids) -> None:
+        row = {"protection": label, "head": view["head"], "attack": attack, "threat": threat, **extra}
+        if pics is not None:
+            row["identity"] = scorer.score(pics, truth)
+            grid[f"{attack} ({threat})"] = pics / 255
+            arrays[f"{attack}-{threat}"] = pics
+        rows.append(row)
+        log.info("%s %s (%s): %s", label, attack, threat, row.get("identity", row.get("skipped")))
+        run.write_json("results.json", results)
+
+    mean_face = aux.float().mean(0)[None, None].expand(k, 1, -1, -1)
+    add("mean face (floor)", "-", mean_face, {})
+    add("real image (ceiling)", "-", first[:, None].float(), {"note": "one training image per identity, itself "
+                                                                      "enrolled"})
+    prior = FacePrior(aux, icfg.components, seed) if icfg.prior == "pca" else None
+    pixels = shape[0] == 1 and shape[1] >= 32
+    decoder_box: dict[str, Any] = {}
+
+    def variants() -> list[tuple[str, str, Any, Any]]:
+        """(name, threat, through, prior) of each way the attacker optimises: the model_input itself (pixels with
+        the face prior for `none`; the standardised masked tensor otherwise), and for a keyed frequency protection
+        pictures (face prior) through its own copy of the protection -- its own key, and the clients' key."""
+        if pixels:
+            return [("", "server", None, prior)]
+        out = [(" (masked space)", "server", None, None)]
+        protect_cfg = to_container(tcfg.protect)
+        for tname, kk in (("server", learned.attacker_key(protect_cfg, False, None, seed)), ("knows_key", key)):
+            if tname == "knows_key" and (key is None or not any(t.get("knows_key") for t in acfg.threats)):
+                continue
+            mine = build_protection(protect_cfg, kk)
+            mine.fit(aux.unsqueeze(1).float())
+            mine.eval()
+            out.append((" (pictures through the protection)", tname,
+                        lambda x, g, p=mine: p((x + 1) * 127.5, generator=g), prior))
+        return out
+
+    def pictures_of(name: str, threat: str, inv: dict[str, Any], through, facts: dict[str, Any],
+                    truth: torch.Tensor) -> None:
+        """Score one inversion: pictures directly, or a masked-space result via decoder / white-box."""
+        if through is not None or pixels:
+            add(name, threat, (inv["inputs"] + 1) * 127.5, facts, truth)
+            return
+        x = inv["inputs"]
+        arrays[f"{name}-model_input"] = x
+        add(name, threat, None, {**facts, "note": "the optimised model_input (pictures: decoder / white-box rows)"})
+        if acfg.decoder is not None:
+            if "net" not in decoder_box:
+                decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, aux, acfg, seed,
+                                                                        bool(cfg.run.progress))
+            add(f"{name} + decoder", "server", pictures(reconstruct(decoder_box["net"], x)),
+                {"decoder": decoder_box["facts"]}, truth)
+        if key is not None and any(t.get("knows_key") for t in acfg.threats):
+            images, note = to_image(protection, x, aux.unsqueeze(1).float(), getattr(protection, "permutation", None))
+            add(f"{name} + white-box", "knows_key", images, {"note": note}, truth)
+        elif key is None:
+            rows.append({"protection": label, "head": view["head"], "attack": f"{name} + white-box",
+                         "threat": "knows_key", "skipped": key_note})
+
+    if view["centres"] is not None:
+        centres = view["centres"][ids]
+        for suffix, threat, through, pri in variants():
+            inv = invert_centres(backbone, centres, shape, icfg, prior=pri, through=through)
+            with torch.no_grad():
+                scores = head_scores(view["centres"], backbone(inv["model_inputs"]))
+            facts = {"centre_cos": [round(float(c), 4) for c in inv["cos"]],
+                     "centre_cos_mean": float(inv["cos"].mean()),
+                     "head_top1": float((scores.argmax(1) == ids).double().mean()), "curve": inv["curve"],
+                     "steps": inv["steps"], "seconds": round(inv["seconds"], 1), "stopped": inv["stopped"],
+                     "bn_layers": inv["bn_layers"], "prior": "pca" if pri is not None else "free"}
+            pictures_of("class-centre" + suffix, threat, inv, through, facts, ids)
+    else:
+        rows.append({"protection": label, "head": view["head"], "attack": "class-centre", "threat": "server",
+                     "skipped": "head=local: no class centre leaves the clients"})
+    if acfg.backbone_only:
+        aux_pick = aux[torch.as_tensor(np.random.default_rng(seed + 1).choice(len(aux), k, replace=False))]
+        picture_variants = [v for v in variants() if v[2] is not None or pixels][:1]  # server threat, pictures
+        for suffix, threat, through, pri in picture_variants:
+            stats = invert_statistics(backbone, k, shape, icfg, prior=pri, through=through)
+            pictures_of("BN statistics only" + suffix, threat, stats,
+                        through, {"steps": stats["steps"], "seconds": round(stats["seconds"], 1),
+                                  "note": "no target: picture i is scored as a guess for attacked identity i"}, ids)
+            with torch.no_grad():
+                aux_emb = backbone(_aux_inputs(tcfg, aux_pick, seed, key if threat == "knows_key" else None))
+            emb_inv = invert_embeddings(backbone, aux_emb, shape, icfg, prior=pri, through=through)
+            facts = {"centre_cos_mean": float(emb_inv["cos"].mean()),
+                     "note": "inverts the attacker's own aux faces' embeddings (backbone invertibility); scored as "
+                             "guesses for the attacked identities"}
+            if scorer.independent.available() and (through is not None or pixels):
+                e1 = scorer.independent.embed((emb_inv["inputs"] + 1) * 127.5)
+                e2 = scorer.independent.embed(aux_pick[:, None].float())
+                facts.update(dlib_cos_to_aux_face=float(F.cosine_similarity(e1, e2, dim=1).mean()),
+                             dlib_same_person_as_aux_face=float(((e1 - e2).norm(dim=1) <
+                                                                 SAME_PERSON_DISTANCE).double().mean()))
+            pictures_of("aux-embedding inversion" + suffix, threat, emb_inv, through, facts, ids)
+    after = backbone.state_dict()
+    results["model_unchanged"] = all(torch.equal(before[n], after[n]) for n in before)
+    learned.save_arrays(run.path / "inversions.safetensors", arrays)
+    save_grid(run.path / "grids" / f"{label}-{view['head'].split()[0]}.png", grid,
+              title=f"{tcfg.data.name} {label} head={view['head']}: real | floor | ceiling | inversions")
+    results["status"] = "done"
+    run.write_json("results.json", results)
+    run.close()
+    return results
+
+
+def _aux_inputs(tcfg: DictConfig, faces: torch.Tensor, seed: int, key: bytes | None = None) -> torch.Tensor:
+    """The attacker's faces through its copy of the protection (its own key unless ``key`` is given)."""
+    protect_cfg = to_container(tcfg.protect)
+    attacker = build_protection(protect_cfg, key or learned.attacker_key(protect_cfg, False, None, seed))
+    attacker.eval()
+    with torch.no_grad():
+        return attacker(faces[:, None].float(), generator=torch.Generator().manual_seed(seed)).float()
+
+
+# --------------------------------------------------------------------------------------------------- imprint
+def run_imprint(cfg: DictConfig) -> dict[str, Any]:
+    """Malicious weights (Fowl et al. 2021) against a few ORL clients of the target run's protection: the server
+    sends trap + backbone, each client runs its honest ``train_local`` for one step on one batch, the server reads
+    the inputs back from the trap's update. Recovery rate in model_input space; pixels via the white-box inverse
+    (with the key) for frequency protections."""
+    from fedface.data.shards import make_shards
+    from fedface.models import build_head
+    from fedface.metrics.image import psnr
+    from fedface.train.loop import TrainConfig, train_local
+
+    acfg = cfg.attack
+    check_attack_cfg(acfg, "imprint")
+    icfg = acfg.imprint
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    view = load_server_view(acfg.target)
+    tcfg, backbone = view["cfg"], view["backbone"]
+    run = RunDir(cfg.run.dir, cfg)
+    data, table, gallery, labels, aux, n_classes = _identity_data(tcfg, seed)
+    protect_cfg = to_container(tcfg.protect)
+    key = learned.attacker_key(protect_cfg, False, None, seed + 7)  # the clients' key, unknown to the server
+    shape = input_spec(protect_cfg).shape
+    aux_in = _aux_inputs(tcfg, aux, seed)  # thresholds from the attacker's own faces through its own key
+    trap = trap_mod.build_trap(shape, aux_in, int(icfg.bins), seed, float(icfg.strength))
+    malicious = bool(icfg.malicious_weights)
+    model = trap_mod.malicious_model(backbone, trap, malicious)
+    label = _label(tcfg)
+    results: dict[str, Any] = {"command": "imprint", "status": "running", "malicious_weights": malicious,
+                               "target": str(acfg.target), "protection": protect_cfg["name"], "bins": trap.bins,
+                               "batch_size": int(icfg.batch_size), "clients": int(icfg.clients), "seed": seed,
+                               "machine": machine_info(), "rows": []}
+    if not malicious:
+        results["skipped"] = "attack.imprint.malicious_weights=false: the honest model was sent, nothing to read"
+        results["status"] = "done"
+        run.write_json("results.json", results)
+        run.close()
+        return results
+    shards = make_shards(labels.numpy(), int(tcfg.federation.num_clients) if "federation" in tcfg else 8,
+                         "identity", 0.5, int(tcfg.seed))
+    tcfg_train = TrainConfig.from_cfg({**to_container(tcfg.train), "steps": 1, "batch_size": int(icfg.batch_size)})
+    grid: dict[str, torch.Tensor] = {}
+    decoder_box: dict[str, Any] = {}
+    for client in range(min(int(icfg.clients), len(shards))):
+        idx = torch.as_tensor(shards[client])
+        local_ids, local_labels = torch.unique(labels[idx], return_inverse=True)
+        sent = trap_mod.malicious_model(backbone, trap, True)  # a fresh copy of what the server sent
+        trap_sent = {k: v.clone() for k, v in sent.trap.state_dict().items()}
+        client_protection = build_protection(protect_cfg, key)
+        client_protection.fit(gallery[idx].unsqueeze(1).float())
+        torch.manual_seed(seed + client)  # the client's own head initialisation, independent of what ran before
+        head = build_head(tcfg.model, sent.embedding_size, len(local_ids))
+        record: list = []
+        t0 = time.perf_counter()
+        train_local(sent, head, client_protection, gallery[idx], local_labels, tcfg_train,
+                    torch.Generator().manual_seed(seed + client), record=record)
+        gw, gb = trap_mod.trap_gradients(trap_sent, sent.trap.state_dict(), tcfg_train.lr, tcfg_train.weight_decay)
+        cands, bins = trap_mod.recover(gw, gb, shape)
+        truth = record[0].model_input
+        rate = trap_mod.recovery_rate(cands, truth, float(icfg.psnr_db))
+        row = {"client": client, "protection": label, "threat": "server", **rate,
+               "seconds": round(time.perf_counter() - t0, 2)}
+        matched = cands[torch.as_tensor(rate["best"])] if rate["best"] else None
+        if matched is not None:
+            pix_truth = record[0].pixels
+            if shape[0] == 1 and shape[1] >= 32:
+                pics = (matched.clamp(-1, 1) + 1) * 127.5
+                row["pixels_note"] = "model_input is the picture"
+            else:  # a frequency tensor: to pixels white-box with the key (one colluding client)
+                pics, note = to_image(client_protection, matched, aux.unsqueeze(1).float(),
+                                      getattr(client_protection, "permutation", None))
+                row["pixels_note"] = f"white-box with the key (knows_key): {note}"
+            if pics is not None:
+                p = psnr(pics.double(), pix_truth.double(), 255.0)
+                row["pixel_psnr"] = [round(float(v), 2) for v in p]
+                row["pixel_psnr_mean"] = float(p.mean())
+                if not (shape[0] == 1 and shape[1] >= 32):  # what the same inverse makes of the true tensors
+                    ceil, _ = to_image(client_protection, truth, aux.unsqueeze(1).float(),
+                                       getattr(client_protection, "permutation", None))
+                    row["pixel_psnr_white_box_of_truth"] = float(psnr(ceil.double(), pix_truth.double(),
+                                                                      255.0).mean())
+                if client == 0:
+                    grid = {"client's face (before its protection)": pix_truth / 255,
+                            "read from the trap (to pixels)": pics / 255}
+            if not (shape[0] == 1 and shape[1] >= 32) and acfg.decoder is not None:  # server threat: no key
+                if "net" not in decoder_box:
+                    decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, aux, acfg, seed,
+                                                                            bool(cfg.run.progress))
+                dec = pictures(reconstruct(decoder_box["net"], matched))
+                p = psnr(dec.double(), pix_truth.double(), 255.0)
+                row["decoder_pixel_psnr_mean"] = float(p.mean())
+                if client == 0:
+                    grid["read from the trap + decoder (no key)"] = dec / 255
+        results["rows"].append(row)
+        log.info("imprint %s client %d: %d/%d recovered (> %.0f dB)", label, client, rate["recovered"],
+                 rate["batch"], float(icfg.psnr_db))
+        run.write_json("results.json", results)
+    rec = sum(r["recovered"] for r in results["rows"])
+    tot = sum(r["batch"] for r in results["rows"])
+    results["recovery_rate"] = rec / tot if tot else None
+    if grid:
+        save_grid(run.path / "grids" / f"imprint-{label}.png", grid,
+                  title=f"MALICIOUS WEIGHTS (imprint) {label}: client 0's batch | read back by the server")
+    results["status"] = "done"
+    run.write_json("results.json", results)
+    run.close()
+    return results
+
+
+def summarise(results: dict[str, Any]) -> str:
+    lines = ["| protection | head | attack | threat | COS (dlib) | same person | top-1 | SRRA | target top-1 | "
+             "centre cos |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results["rows"]:
+        i = r.get("identity", {})
+        if "skipped" in r:
+            lines.append(f"| {r['protection']} | {r['head']} | {r['attack']} | {r['threat']} | skipped: "
+                         f"{r['skipped']} | | | | | |")
+            continue
+        lines.append("| " + " | ".join([r["protection"], r["head"], r["attack"], r["threat"],
+                                        *(_f(i.get(m)) for m in ("cos", "same_person", "top1", "srra",
+                                                                 "target_top1")),
+                                        _f(r.get("centre_cos_mean"))]) + " |")
+    return "\n".join(lines)
+
+
+def _f(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+__all__ = ["IdentityScorer", "load_server_view", "run_imprint", "run_invert", "summarise", "target_weights"]
