@@ -56,16 +56,9 @@ def load_target(run_dir: str | Path) -> tuple[torch.nn.Module, DictConfig]:
     from fedface.models import build_backbone
     from fedface.protect import input_spec
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"attack.target={run_dir}: no config.yaml (give a `fedface train`/`simulate` run dir)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    weights = run_dir / "model.safetensors"
-    if not weights.exists():
-        rounds = sorted((run_dir / "checkpoint").glob("round-*/global.safetensors"))
-        if not rounds:
-            raise FileNotFoundError(f"attack.target={run_dir}: neither model.safetensors nor checkpoint/round-*")
-        weights = rounds[-1]
+    from fedface.invert import target_weights
+
+    weights, cfg = target_weights(run_dir)
     backbone = build_backbone(cfg.model, input_spec(to_container(cfg.protect)))
     state = {k[len("backbone."):]: v for k, v in load_file(str(weights)).items() if k.startswith("backbone.")}
     backbone.load_state_dict(state)
