@@ -10,7 +10,6 @@ import logging
 import time
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from fedface.data.partition import make_partition
@@ -19,7 +18,7 @@ from fedface.eval import evaluate
 from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head, count_parameters
 from fedface.protect import build_protection, needs_key
-from fedface.runs import RunDir, machine_info, seed_everything
+from fedface.runs import RunDir, machine_info, start
 from fedface.train import NonFiniteLossError, TrainConfig, pick_device, train_local
 
 log = logging.getLogger(__name__)
@@ -38,9 +37,7 @@ def client_key(protect_cfg) -> bytes | None:
 
 
 def run_train(cfg: DictConfig) -> dict:
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    gen = seed_everything(int(cfg.seed))
+    gen = start(cfg)
     device = pick_device(cfg.device)
     run = RunDir(cfg.run.dir, cfg)
     data = load_configured(cfg.data)

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from fedface.attacks import imprint as trap_mod
 from fedface.attacks import learned
-from fedface.attacks.decoder import DecoderConfig, reconstruct, to_targets
+from fedface.attacks.decoder import DecoderConfig, reconstruct
 from fedface.attacks.inversion import (FacePrior, InversionConfig, head_scores, invert_centres, invert_embeddings,
                                        invert_statistics)
 from fedface.attacks.invert_mask import to_image
@@ -44,7 +44,7 @@ from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator
 from fedface.protect import build_protection, input_spec, needs_key
 from fedface.protect.keys import ENV_VAR
 from fedface.report.grids import save_grid
-from fedface.runs import RunDir, machine_info, seed_everything
+from fedface.runs import RunDir, machine_info, start
 
 log = logging.getLogger(__name__)
 ATTACK_KEYS = {"name", "target", "identities", "threats", "inversion", "backbone_only", "decoder", "cache",
@@ -209,8 +209,8 @@ def _decoder_for(tcfg: DictConfig, aux: torch.Tensor, acfg: DictConfig, seed: in
     pair_x, pair_y = learned.aux_pairs(attacker, {"name": "none"}, aux, dcfg.size, seed)
     cache_id = learned.fingerprint("inversion", protect_cfg, "server", dcfg.to_json(), len(aux),
                                    learned.CACHE_VERSION)
-    cache = None if acfg.cache in (None, "") else Path(acfg.cache)
-    net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, cache, f"decoder-{cache_id}", progress)
+    net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, learned.cache_dir(acfg.cache),
+                                         f"decoder-{cache_id}", progress)
     return net, {k: facts.get(k) for k in ("steps", "seconds", "cached")}
 
 
@@ -218,9 +218,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     acfg = cfg.attack
     check_attack_cfg(acfg)
     seed = int(cfg.seed)
-    seed_everything(seed)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    start(cfg)
     icfg = InversionConfig.from_cfg(to_container(acfg.inversion))
     view = load_server_view(acfg.target)
     tcfg, backbone = view["cfg"], view["backbone"]
@@ -348,9 +346,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     learned.save_arrays(run.path / "inversions.safetensors", arrays)
     save_grid(run.path / "grids" / f"{label}-{view['head'].split()[0]}.png", grid,
               title=f"{tcfg.data.name} {label} head={view['head']}: real | floor | ceiling | inversions")
-    results["status"] = "done"
-    run.write_json("results.json", results)
-    run.close()
+    run.finish(results)
     return results
 
 
@@ -378,9 +374,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     check_attack_cfg(acfg, "imprint")
     icfg = acfg.imprint
     seed = int(cfg.seed)
-    seed_everything(seed)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    start(cfg)
     view = load_server_view(acfg.target)
     tcfg, backbone = view["cfg"], view["backbone"]
     run = RunDir(cfg.run.dir, cfg)
@@ -391,7 +385,6 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     aux_in = _aux_inputs(tcfg, aux, seed)  # thresholds from the attacker's own faces through its own key
     trap = trap_mod.build_trap(shape, aux_in, int(icfg.bins), seed, float(icfg.strength))
     malicious = bool(icfg.malicious_weights)
-    model = trap_mod.malicious_model(backbone, trap, malicious)
     label = _label(tcfg)
     results: dict[str, Any] = {"command": "imprint", "status": "running", "malicious_weights": malicious,
                                "target": str(acfg.target), "protection": protect_cfg["name"], "bins": trap.bins,
@@ -468,9 +461,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     if grid:
         save_grid(run.path / "grids" / f"imprint-{label}.png", grid,
                   title=f"MALICIOUS WEIGHTS (imprint) {label}: client 0's batch | read back by the server")
-    results["status"] = "done"
-    run.write_json("results.json", results)
-    run.close()
+    run.finish(results)
     return results
 
 

@@ -29,7 +29,7 @@ from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator
 from fedface.metrics.scores import effect
 from fedface.protect import build_protection
 from fedface.report.grids import save_grid
-from fedface.runs import RunDir, machine_info, seed_everything
+from fedface.runs import RunDir, machine_info, start
 
 log = logging.getLogger(__name__)
 ATTACK_KEYS = {"name", "threats", "kinds", "decoder", "victims", "cache", "target", "white_box", "grid_faces",
@@ -87,9 +87,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     progress = bool(cfg.run.progress)
     check_attack_cfg(acfg)
     seed = int(cfg.seed)
-    seed_everything(seed)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    start(cfg)
     dcfg_base = DecoderConfig.from_cfg(to_container(acfg.decoder))
     run = RunDir(cfg.run.dir, cfg)
     data = load_configured(cfg.data)
@@ -137,7 +135,8 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
             cache_id = learned.fingerprint(label, protect_cfg, mixup_cfg, tname, key.hex() if knows_key and key
                                            else None, dcfg.to_json(), table.aux_identities, learned.CACHE_VERSION)
             t0 = time.perf_counter()
-            net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, _cache(acfg), f"{kind}-{cache_id}", progress)
+            net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, learned.cache_dir(acfg.cache),
+                                                 f"{kind}-{cache_id}", progress)
             generators[tname, kind] = net
             recon = reconstruct(net, inputs, dropout=kind == "cgan")
             row = {"protection": label, "attack": kind, "threat": tname, **learned.pixel_scores(recon, targets),
@@ -164,9 +163,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     learned.save_arrays(run.path / "reconstructions.safetensors", arrays)
     save_grid(run.path / "grids" / f"{label}.png", {k: (v + 1) / 2 for k, v in grid.items()},
               title=f"{cfg.data.name}: {label} -- original | masked (channel mean) | reconstructions")
-    results["status"] = "done"
-    run.write_json("results.json", results)
-    run.close()
+    run.finish(results)
     return results
 
 
@@ -254,10 +251,6 @@ def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torc
 def _label(protect_cfg: dict, mixup_cfg: dict) -> str:
     name = protect_cfg["name"]
     return name if mixup_cfg.get("name", "none") == "none" else f"{name}+{mixup_cfg['name']}mixup"
-
-
-def _cache(acfg: DictConfig) -> Path | None:
-    return None if acfg.cache in (None, "") else Path(acfg.cache)
 
 
 def _target(acfg: DictConfig, cfg: DictConfig) -> torch.nn.Module | None:

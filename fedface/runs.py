@@ -21,6 +21,13 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def start(cfg: DictConfig) -> torch.Generator:
+    """Every command's first step: ``threads`` (when set), then every seed from ``seed``."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    return seed_everything(int(cfg.seed))
+
+
 def machine_info() -> dict[str, Any]:
     info = {
         "platform": platform.platform(),
@@ -54,6 +61,12 @@ class RunDir:
         target = self.path / name
         atomic_write_json(target, obj)
         return target
+
+    def finish(self, results: dict[str, Any]) -> None:
+        """Mark ``results`` done, land ``results.json`` atomically and close the run."""
+        results["status"] = "done"
+        self.write_json("results.json", results)
+        self.close()
 
     def close(self) -> None:
         if self._writer is not None:

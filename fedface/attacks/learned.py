@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fedface.attacks.decoder import DecoderConfig, UNet, reconstruct, to_targets, train
+from fedface.attacks.decoder import DecoderConfig, UNet, to_targets, train
 from fedface.attacks.invert_mask import to_image
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
 from fedface.mixup import MixupConfig, mixup
-from fedface.protect import build_protection, needs_key
+from fedface.protect import needs_key
 from fedface.protect.base import Protection
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,11 @@ def aux_pairs(protection: Protection, mixup_cfg: Mapping[str, Any], aux: torch.T
 def fingerprint(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_dir(value: str | None) -> Path | None:
+    """``attack.cache``: a folder, or null / empty for no cache."""
+    return None if value in (None, "") else Path(value)
 
 
 def trained_decoder(inputs: torch.Tensor, targets: torch.Tensor, dcfg: DecoderConfig, cache: Path | None,
