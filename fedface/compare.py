@@ -57,10 +57,11 @@ PROTECTIONS: dict[str, list[str]] = {
 PROTECTIONS_LATER = {"dp_sgd": "lands with the DP-SGD / SecAgg baselines issue",
                      "secagg": "lands with the DP-SGD / SecAgg baselines issue",
                      "advface": "lands with the AdvFace baseline issue"}
-ATTACKS = ("gradient", "learned")
-ATTACKS_LATER = {"model_inversion": "model inversion lands with issue 9"}
+ATTACKS = ("gradient", "learned", "model_inversion")
+ATTACKS_LATER: dict[str, str] = {}
 #: bump when a cell's work changes in a way its config does not show (invalidates cached cells)
-CELL_VERSION = 1
+#: 2: model inversion (``fedface invert`` on the cell's final weights) joined the cell; SRRA reasons recorded
+CELL_VERSION = 2
 #: two-sided 95% Student-t quantiles by degrees of freedom (n - 1); 1.96 beyond the table
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042}
@@ -93,8 +94,8 @@ def check_grid(protections: list[str], attacks: list[str]) -> None:
     known_a = [*ATTACKS, *ATTACKS_LATER]
     bad = [a for a in attacks if a not in known_a]
     if bad:
-        raise ValueError(f"compare.attacks: unknown {', '.join(map(repr, bad))}; known: {', '.join(ATTACKS)} "
-                         f"(not built yet: {', '.join(ATTACKS_LATER)})")
+        later = f" (not built yet: {', '.join(ATTACKS_LATER)})" if ATTACKS_LATER else ""
+        raise ValueError(f"compare.attacks: unknown {', '.join(map(repr, bad))}; known: {', '.join(ATTACKS)}{later}")
     if not protections or not attacks:
         raise ValueError("compare.protections and compare.attacks must each name at least one entry")
     if len(set(protections)) != len(protections) or len(set(attacks)) != len(attacks):
@@ -148,6 +149,10 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
         if "learned" in attacks:
             attacks = [a for a in attacks if a != "learned"]
             notes.append("learned reconstruction skipped: it trains on LFW-a auxiliary faces, which are not on disk")
+        if "model_inversion" in attacks:
+            attacks = [a for a in attacks if a != "model_inversion"]
+            notes.append("model inversion skipped: its face prior and decoder come from LFW-a auxiliary faces, which "
+                         "are not on disk")
         notes.insert(0, f"NOTE: data={cfg.data.name} is not on disk -- this compare ran on SYNTHETIC faces; its "
                         f"numbers say nothing about real faces. Put ORL under ../shared/data or FEDFACE_DATA.")
         for n in notes:
@@ -168,7 +173,10 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
             fed = compose_config([*cell_over, *(["attack=gradient", *spec.gradient] if "gradient" in runnable
                                                 else ["attack=none"])])
             rec = compose_config([*cell_over, "attack=learned", *spec.learned]) if "learned" in runnable else None
-            digest = hashlib.sha256(json.dumps([CELL_VERSION, _strip(fed), _strip(rec) if rec is not None else None],
+            inv = compose_config([*cell_over, "attack=inversion", *(spec.get("model_inversion") or [])]) \
+                if "model_inversion" in runnable else None
+            digest = hashlib.sha256(json.dumps([CELL_VERSION, _strip(fed), _strip(rec) if rec is not None else None,
+                                                *([_strip(inv)] if inv is not None else [])],
                                                sort_keys=True, default=str).encode()).hexdigest()[:12]
             cell_dir = out / "cells" / f"{protection.replace('+', '_')}-s{seed}-{digest}"
             fed_plain, rec_plain = _cell_config(fed, cell_dir / "federation"), None
@@ -176,8 +184,13 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
                 rec_plain = _cell_config(rec, cell_dir / "reconstruct")
                 rec_plain["attack"]["target"] = str(cell_dir / "federation")
                 rec_plain["attack"]["recovered"] = str(cell_dir / "federation") if "gradient" in runnable else None
+            inv_plain = None
+            if inv is not None:  # `fedface invert` on the cell's own final global weights
+                inv_plain = _cell_config(inv, cell_dir / "invert")
+                inv_plain["attack"]["target"] = str(cell_dir / "federation")
             cells.append({"protection": protection, "seed": seed, "attacks": runnable, "config_hash": digest,
-                          "dir": str(cell_dir), "federation": fed_plain, "reconstruct": rec_plain})
+                          "dir": str(cell_dir), "federation": fed_plain, "reconstruct": rec_plain,
+                          "invert": inv_plain})
     return cells, unavailable, notes
 
 
@@ -219,8 +232,8 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     outcome: dict[str, Any] = {"protection": cell["protection"], "seed": cell["seed"],
                                "config_hash": cell["config_hash"], "attacks": cell["attacks"], "status": "running"}
     try:
-        fed, rec = _execute(cell)
-        outcome.update(status="done", federation=fed, reconstruct=rec)
+        fed, rec, *inv = _execute(cell)
+        outcome.update(status="done", federation=fed, reconstruct=rec, invert=inv[0] if inv else None)
     except BaseException as err:  # noqa: BLE001 -- a failed cell is recorded, the others go on
         if isinstance(err, KeyboardInterrupt):
             raise
@@ -233,8 +246,9 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
-def _execute(cell: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _execute(cell: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
     from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+    from fedface.invert import run_invert
     from fedface.reconstruct import run_reconstruct
     from strategies.simulate import simulate
 
@@ -251,7 +265,10 @@ def _execute(cell: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | Non
     rec = None
     if cell["reconstruct"] is not None:
         rec = run_reconstruct(OmegaConf.create(cell["reconstruct"]))
-    return _brief_federation(fed), _brief_reconstruct(rec)
+    inv = None
+    if cell.get("invert") is not None:  # model inversion of the cell's final global weights (fedface.invert)
+        inv = run_invert(OmegaConf.create(cell["invert"]))
+    return _brief_federation(fed), _brief_reconstruct(rec), _brief_invert(inv)
 
 
 def _brief_federation(fed: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +291,46 @@ def _brief_reconstruct(rec: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {k: rec.get(k) for k in ("protection", "rows", "ceiling", "masking_effect", "gradient_recoveries",
                                     "victims", "aux", "status")}
+
+
+def _brief_invert(inv: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The rows of ``fedface invert`` without their per-step curves (the full file stays in the cell dir)."""
+    if inv is None:
+        return None
+    rows = [{k: v for k, v in r.items() if k not in ("curve", "centre_cos")} for r in inv.get("rows", [])]
+    return {"head": inv.get("head"), "protection": inv.get("protection"), "identities": inv.get("identities"),
+            "key": inv.get("key"), "model_unchanged": inv.get("model_unchanged"), "rows": rows,
+            "status": inv.get("status")}
+
+
+#: which `fedface invert` row a compare record reports (server threat, scored pictures), in this order of preference:
+#: class-centre inversion when the server holds the centres (head=shared), else backbone-only BN-statistics inversion
+INVERSION_ROWS = ("class-centre", "class-centre (pictures through the protection)",
+                  "class-centre (masked space) + decoder", "BN statistics only",
+                  "BN statistics only (pictures through the protection)", "BN statistics only (masked space) + decoder")
+
+
+def _inversion_privacy(inv: dict[str, Any]) -> dict[str, Any]:
+    rows = inv.get("rows", [])
+    scored = {r["attack"]: r for r in rows if r.get("threat") == "server" and "identity" in r}
+    pick = next((scored[a] for a in INVERSION_ROWS if a in scored), None)
+    floor = next((r for r in rows if r.get("attack") == "mean face (floor)"), None)
+    out: dict[str, Any] = {"space": "pictures 112x112 (identity guesses: PSNR/SSIM n/a, an inverted class centre "
+                                    "or feature statistics has no one original image)",
+                           "inversion_rows": rows, "head": inv.get("head")}
+    if pick is None:
+        out["inversion_row"] = None
+        out["srra_unavailable"] = "no scored model-inversion row (see inversion_rows)"
+        return out
+    idn = pick["identity"]
+    out.update(inversion_row=pick["attack"], cos=idn.get("cos"), same_person=idn.get("same_person"),
+               attack_top1=idn.get("top1"), srra=idn.get("srra"), target_top1=idn.get("target_top1"))
+    if idn.get("srra") is None:
+        out["srra_unavailable"] = idn.get("srra_unavailable") or "not measured"
+    if floor is not None and "identity" in floor:
+        out["floor_cos"] = floor["identity"].get("cos")
+        out["floor_srra"] = floor["identity"].get("srra")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -320,6 +377,8 @@ def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
                     privacy["srra_unavailable"] = idn.get("srra_unavailable", "not measured")
             if floor is not None:
                 privacy["floor_psnr"], privacy["floor_ssim"] = floor["psnr"], floor["ssim"]
+        elif attack == "model_inversion":
+            privacy.update(_inversion_privacy(outcome.get("invert") or {}))
         else:  # gradient inversion: decoded to faces by the learned decoder when the grid has it, else raw
             decoded = [r for r in rec.get("gradient_recoveries") or [] if r.get("attack") == "gradient+decoder"]
             raw = [a for r in rounds for a in r["attacks"] if a.get("skipped") is None and a.get("scores")]
@@ -335,6 +394,9 @@ def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
                                space="pixels (recovered image)" if space == "image" else
                                "model input (masked; not comparable with pixel rows)")
             privacy["gradient_raw"] = [a for r in rounds for a in r["attacks"]]
+            privacy["srra_unavailable"] = ("not measured for gradient inversion: its recoveries are one reply's "
+                                           "batch, scored by PSNR/SSIM; replay (SRRA) is measured on the learned and "
+                                           "model-inversion rows")
         out.append({**base, "attack": attack, "status": "done", "utility": utility, "privacy": privacy,
                     "bytes_per_round": bytes_per_round, "scores": None})
     return out
@@ -363,7 +425,8 @@ SUMMARY_METRICS = {"accuracy": ("utility", "accuracy"), "tar_at_far_1e-3": ("uti
                    "tar_at_far_1e-2": ("utility", "tar_at_far_1e-2"), "psnr": ("privacy", "psnr"),
                    "ssim": ("privacy", "ssim"), "cos": ("privacy", "cos"), "srra": ("privacy", "srra"),
                    "attack_top1": ("privacy", "attack_top1"), "target_top1": ("privacy", "target_top1"),
-                   "floor_psnr": ("privacy", "floor_psnr"), "masking_visual": ("privacy", "masking_visual"),
+                   "floor_psnr": ("privacy", "floor_psnr"), "floor_cos": ("privacy", "floor_cos"),
+                   "masking_visual": ("privacy", "masking_visual"),
                    "masking_feature": ("privacy", "masking_feature")}
 
 

@@ -47,7 +47,7 @@ def _tmp_files(folder: Path) -> list[Path]:
 def test_unknown_protection_or_attack_fails_before_anything_runs(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"'bogus'; known: none, fr_fd, ppfr_fd, ppfr_fd\+adamixup, obfuscator"):
         compare.run_compare(_args(tmp_path, "compare.protections=[none,bogus]"))
-    with pytest.raises(ValueError, match=r"compare.attacks: unknown 'dlg'; known: gradient, learned .*model_inversion"):
+    with pytest.raises(ValueError, match=r"compare.attacks: unknown 'dlg'; known: gradient, learned, model_inversion"):
         compare.run_compare(_args(tmp_path, "compare.attacks=[dlg]"))
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
     assert main(["compare", *_args(tmp_path, "compare.protections=[nope]")]) == 2
@@ -58,15 +58,12 @@ def test_unknown_protection_or_attack_fails_before_anything_runs(tmp_path, capsy
 
 def test_known_but_unbuilt_entries_are_recorded_not_dropped(tmp_path, monkeypatch):
     monkeypatch.setattr(compare, "_execute", _fake_execute)
-    res = compare.run_compare(_args(tmp_path, "compare.protections=[none,ppfr_fd,dp_sgd]",
-                                    "compare.attacks=[gradient,model_inversion]"))
+    res = compare.run_compare(_args(tmp_path, "compare.protections=[none,ppfr_fd,dp_sgd]"))
     validate(res)
-    mi = [r for r in res["records"] if r["attack"] == "model_inversion"]
-    assert {r["status"] for r in mi} == {"unavailable"} and "issue 9" in mi[0]["error"]
     dp = [r for r in res["records"] if r["protection"] == "dp_sgd"]
     assert dp and {r["status"] for r in dp} == {"unavailable"}
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "model inversion lands with issue 9" in html
+    assert dp[0]["error"] in html
 
 
 def test_cell_hash_is_the_resolved_config_not_the_name(tmp_path):
@@ -153,6 +150,79 @@ def test_mean_ci_uses_student_t():
     s = compare.mean_ci([0.5, 0.6, 0.7])
     assert s["n"] == 3 and abs(s["mean"] - 0.6) < 1e-12 and abs(s["ci95"] - 4.303 * 0.1 / 3 ** 0.5) < 1e-9
     assert compare.mean_ci([0.4])["ci95"] is None and compare.mean_ci([None]) is None
+
+
+def test_srra_na_has_a_reason_in_records_and_report(tmp_path, monkeypatch):
+    """A gradient record never measures SRRA: its record and the report say why instead of a silent n/a."""
+    monkeypatch.setattr(compare, "_execute", _fake_execute)
+    res = compare.run_compare(_args(tmp_path))
+    for r in res["records"]:
+        assert r["privacy"]["srra"] is None and "not measured for gradient inversion" in r["privacy"]["srra_unavailable"]
+    assert "SRRA n/a: not measured for gradient inversion" in (tmp_path / "out" / "table.md").read_text()
+
+
+def _fake_execute_with_inversion(cell):
+    fed, rec = _fake_execute(cell)
+    ident = {"cos": 0.9, "same_person": 0.5, "top1": 0.5, "srra": None,
+             "srra_unavailable": "336 impostor scores cannot measure FAR=0.001 (need 1000)"}
+    rows = [{"attack": "mean face (floor)", "threat": "-", "identity": {**ident, "cos": 0.8}},
+            {"attack": "class-centre", "threat": "server", "skipped": "head=local: no class centre leaves the clients"},
+            {"attack": "BN statistics only", "threat": "server", "identity": ident}]
+    return fed, rec, {"head": "local", "rows": rows, "status": "done"}
+
+
+def test_model_inversion_records_from_the_cells_invert_rows(tmp_path, monkeypatch):
+    """Fast: the cell plan composes one `fedface invert` per cell on the cell's own federation (budget from
+    compare.model_inversion, in the cell hash); records carry its identity metrics, the floor and SRRA's reason."""
+    args = _args(tmp_path, "compare.attacks=[gradient,model_inversion]",
+                 "compare.model_inversion=['attack.identities=2','attack.inversion.steps=3']")
+    cells, unavailable, _ = compare.cell_plan(args, compare.load_experiment(args))
+    assert not unavailable
+    for c in cells:
+        assert c["invert"]["attack"]["name"] == "inversion" and c["invert"]["attack"]["identities"] == 2
+        assert c["invert"]["attack"]["target"] == str(Path(c["dir"]) / "federation")
+        assert c["invert"]["run"]["dir"] == str(Path(c["dir"]) / "invert")
+    more = _args(tmp_path, "compare.attacks=[gradient,model_inversion]",
+                 "compare.model_inversion=['attack.identities=3']")
+    assert {c["config_hash"] for c in cells}.isdisjoint(
+        c["config_hash"] for c in compare.cell_plan(more, compare.load_experiment(more))[0])
+    monkeypatch.setattr(compare, "_execute", _fake_execute_with_inversion)
+    res = compare.run_compare(args)
+    validate(res)
+    mi = [r for r in res["records"] if r["attack"] == "model_inversion"]
+    assert len(mi) == 2 and {r["status"] for r in mi} == {"done"}
+    p = mi[0]["privacy"]
+    assert p["inversion_row"] == "BN statistics only" and p["cos"] == 0.9 and p["floor_cos"] == 0.8
+    assert p["attack_top1"] == 0.5 and p["srra"] is None and "impostor scores" in p["srra_unavailable"]
+    assert "SRRA n/a: 336 impostor scores" in (tmp_path / "out" / "table.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_cell_compare_with_model_inversion(tmp_path):
+    """Model inversion in the grid: each cell runs `fedface invert` on its own final weights (tiny budget) and its
+    record carries the identity metrics (COS, SRRA or why not, attack top-1, the mean-face floor) and a grid."""
+    from conftest import data_root
+    if data_root() is None or not (data_root() / "lfwa").is_dir():
+        pytest.skip("LFW-a (the attacker's auxiliary faces for the inversion priors) not found")
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    budget = ("compare.model_inversion=['attack.identities=2','attack.threats=[{}]','attack.inversion.steps=3',"
+              f"'attack.decoder=null','attack.cache={tmp_path / 'cache'}']")
+    res = compare.run_compare(_args(tmp_path, "data.aux=lfwa", "compare.attacks=[model_inversion]", budget))
+    validate(res)
+    assert res["cells"]["failed"] == 0, [r.get("error") for r in res["records"]]
+    assert {(r["protection"], r["attack"], r["status"]) for r in res["records"]} == {
+        ("none", "model_inversion", "done"), ("ppfr_fd", "model_inversion", "done")}
+    for r in res["records"]:
+        p = r["privacy"]
+        assert p["head"] == "local" and p["inversion_row"].startswith("BN statistics only")
+        assert p["psnr"] is None and "PSNR/SSIM n/a" in p["space"]
+        assert p["srra"] is not None or p["srra_unavailable"]
+        if "cos_unavailable" not in p["inversion_rows"][0].get("identity", {}):
+            assert p["cos"] is not None and p["attack_top1"] is not None and p["floor_cos"] is not None
+        assert (Path(r["cell_dir"]) / "invert" / "results.json").exists()
+    assert len(list((tmp_path / "out" / "grids").glob("*-model_inversion.png"))) == 2
+    assert "Malicious server III" in (tmp_path / "out" / "table.md").read_text()
 
 
 def test_two_cell_compare_end_to_end_and_resume(tmp_path, capsys):

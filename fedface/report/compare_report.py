@@ -17,7 +17,7 @@ from fedface.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 ATTACK_TITLES = {"gradient": "Malicious server I: gradient inversion (decoded to faces)",
                  "learned": "Malicious server II: learned reconstruction (U-Net decoder)",
-                 "model_inversion": "Model inversion"}
+                 "model_inversion": "Malicious server III: model inversion of the final weights (fedface invert)"}
 
 
 def _stat(s: dict | None, scale: float = 1.0, spec: str = ".2f") -> str:
@@ -79,8 +79,9 @@ def footnotes(results: dict[str, Any], attack: str) -> list[str]:
                      "of the paper-001 attack level.")
     srra = next((s.get("srra_unavailable") for s in rows if s.get("srra_unavailable")), None)
     if srra:
-        notes.append(f"SRRA n/a: {srra} (raise compare.learned's attack.victims); the target system's top-1 "
-                     f"identification of the reconstructions is shown instead.")
+        hint = " (raise compare.learned's attack.victims)" if attack == "learned" and "impostor" in srra else ""
+        notes.append(f"SRRA n/a: {srra}{hint}; the target system's top-1 identification of the reconstructions is "
+                     f"shown instead where measured.")
     if sum(s["protection"] != "none" for s in rows) == 1:
         notes.append("One masked row: paper 001's scores are normalised across rows, so with a single row every score "
                      "is the midpoint 0.75 and ranks nothing.")
@@ -179,6 +180,8 @@ def grid_sources(results: dict[str, Any]) -> dict[str, Path]:
         if r["attack"] == "learned":
             found = [p for p in sorted((cell / "reconstruct" / "grids").glob("*.png"))
                      if not p.name.startswith("gradient-")]
+        elif r["attack"] == "model_inversion":  # real | floor | ceiling | inversions (fedface invert's grid)
+            found = sorted((cell / "invert" / "grids").glob("*.png"))
         else:
             found = sorted((cell / "reconstruct" / "grids").glob("gradient-*.png")) or \
                 sorted((cell / "federation" / "attacks").glob("round-*/node-*/*.png"))

@@ -36,6 +36,12 @@ PRIVACY = {
     "floor_psnr": (NUM, False, "the mean-face floor's PSNR (an attack must beat it to show anything)"),
     "floor_ssim": (NUM, False, "the mean-face floor's SSIM"),
     "gradient_raw": (list, False, "gradient attack: the raw per-reply outcome (masked-space scores)"),
+    "floor_cos": (OPT_NUM, False, "model_inversion: dlib COS of the mean face (aux set) as a guess for the identities"),
+    "floor_srra": (OPT_NUM, False, "model_inversion: SRRA of the mean face on the cell's federated model"),
+    "inversion_row": ((str, type(None)), False, "model_inversion: which `fedface invert` row the record reports "
+                                                "(class-centre with head=shared, else BN-statistics inversion)"),
+    "inversion_rows": (list, False, "model_inversion: every row of the cell's `fedface invert` (identity scores)"),
+    "head": (str, False, "model_inversion: what the server held (shared: class centres; local: backbone only)"),
 }
 
 SCORES = {
@@ -50,7 +56,7 @@ SCORES = {
 
 RECORD = {
     "protection": (str, True, "none, fr_fd, ppfr_fd, ppfr_fd+adamixup, obfuscator, peep, instahide, ..."),
-    "attack": (str, True, "gradient | learned | model_inversion (not built yet)"),
+    "attack": (str, True, "gradient | learned | model_inversion"),
     "seed": (int, True, "the cell's seed (data split, model init, sampling, attacks)"),
     "status": (str, True, "done | failed | unavailable"),
     "error": (str, False, "failed / unavailable: why"),
@@ -73,7 +79,7 @@ SUMMARY = {
     "seeds": (list, True, "the seeds that finished"), "error": (str, False, "why no seed finished"),
     **{k: ((STAT, type(None)), False, "mean +- 95% CI over seeds") for k in
        ("accuracy", "tar_at_far_1e-3", "tar_at_far_1e-2", "psnr", "ssim", "cos", "srra", "attack_top1", "target_top1",
-        "floor_psnr",
+        "floor_psnr", "floor_cos",
         "masking_visual", "masking_feature")},
     "scores": ((SCORES, type(None)), True, "paper 001's scores on the means"),
 }
