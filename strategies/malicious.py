@@ -39,11 +39,36 @@ class MaliciousFedFaceAvg(FedFaceAvg):
         self._sent, self._lr = from_record(arrays), float(config["lr"])
         self._policy_sent = None if self.policy is None else \
             {k: v.detach().cpu().numpy().copy() for k, v in self.policy.state_dict().items()}
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = super().configure_train(server_round, arrays, config, grid)
+        if self.malicious_weights and self.attack.attacks_round(server_round):  # attack=imprint: trap one node
+            messages = self._imprint.send(server_round, list(messages), self._sent)
+        return messages
+
+    # --- attack=imprint (malicious weights; strategies/imprint.py) ---
+    @property
+    def malicious_weights(self) -> bool:
+        """True when this server sends modified weights (attack=imprint with imprint.malicious_weights)."""
+        return self.attack.name == "imprint" and bool(self.attack.imprint.get("malicious_weights", True))
+
+    @property
+    def _imprint(self):
+        if getattr(self, "_imprint_state", None) is None:
+            from strategies.imprint import ImprintServer
+
+            self._imprint_state = ImprintServer(self.run_config, self.run_dir, self.attack)
+        return self._imprint_state
+    # --- end attack=imprint ---
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        if self.attack.name == "imprint":  # read the trapped node's reply, keep it out of FedAvg
+            replies, attacks = self._imprint.receive(server_round, replies, self._lr) \
+                if self.malicious_weights and self.attack.attacks_round(server_round) else (replies, [])
+            arrays, metrics = super().aggregate_train(server_round, replies)
+            if attacks:
+                self.last_round.update(attacks=attacks, trap_node=attacks[0]["node"])
+            return arrays, metrics
         attacks = self._attack(server_round, replies) if self.attack.attacks_round(server_round) else []
         arrays, metrics = super().aggregate_train(server_round, replies)
         if attacks:

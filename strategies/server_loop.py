@@ -85,7 +85,9 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         strategy = MaliciousFedFaceAvg(cfg, run_dir, policy, optimizer, mcfg.baseline_momentum, **kwargs)
     else:
         strategy = FedFaceAvg(cfg, policy, optimizer, mcfg.baseline_momentum, **kwargs)
-    results: dict[str, Any] = {"command": "simulate", "status": "running", "rounds": [], "config": cfg}
+    results: dict[str, Any] = {"command": "simulate", "status": "running", "rounds": [], "config": cfg,
+                               # attack=imprint: the server sent modified weights (rounds name the trapped node)
+                               "malicious_weights": bool(getattr(strategy, "malicious_weights", False))}
     start = 1
     ckpt_dir = run_dir / "checkpoint"
     ckpt = load_checkpoint(ckpt_dir) if fed.get("resume") else None

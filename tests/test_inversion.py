@@ -213,3 +213,62 @@ def test_federated_inversion_is_recorded_and_never_alters_the_aggregated_model(t
     assert attack["malicious_weights"] is False and "attacks" not in res["rounds"][1]
     folder = tmp_path / "malicious" / "attacks" / "round-1" / f"node-{attack['node']}"
     assert {p.name for p in folder.iterdir()} == {"inversion.json", "inversion.safetensors"}
+
+
+# --------------------------------------------------------------------------- malicious weights inside the federation
+def _federate_grid(tmp_path, extra, monkeypatch):
+    from clients.client_app import app as client_app
+    from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+    from fedface.attacks.scoring import ground_truth_dir
+    from fedface.config import compose_config
+    from fedface.federation.setup import prepare_federation
+    from strategies.server_loop import run_federation
+    from tests.local_grid import LocalGrid
+
+    monkeypatch.setenv(GROUND_TRUTH_ENV, str(ground_truth_dir(tmp_path)))  # what `fedface simulate` does
+    monkeypatch.setenv("FEDFACE_KEY", "ab" * 32)  # the clients' federation key (the server never reads it)
+    cfg = prepare_federation(compose_config([*FED, "data.aux=lfwa", f"run.dir={tmp_path}", *extra]))
+    grid = LocalGrid(client_app, 3)
+    return run_federation(grid, cfg, tmp_path), grid
+
+
+@pytest.mark.parametrize("protect", ["none", "ppfr_fd"])
+def test_imprint_in_the_federation_traps_one_node_and_is_labelled(tmp_path, monkeypatch, protect):
+    """attack=imprint: one node gets trap + one-step round in round 1 and its inputs come back (> 30 dB for
+    protect=none; masked tensors for ppfr_fd); the run is labelled malicious_weights and names the trapped node; the
+    other nodes compute exactly what they compute in an honest run; no trap in round 2."""
+    from conftest import data_root
+    if data_root() is None or not (data_root() / "lfwa").is_dir():
+        pytest.skip("LFW-a (the server's auxiliary faces for the trap's thresholds) not found")
+    import numpy as np
+
+    from strategies.records import ARRAYS
+
+    over = [f"protect={protect}", "federation.head=local"]
+    honest, hgrid = _federate_grid(tmp_path / "honest", over, monkeypatch)
+    res, grid = _federate_grid(tmp_path / "trap", [*over, "attack=imprint"], monkeypatch)
+    assert res["status"] == "done" and res["malicious_weights"] is True and honest["malicious_weights"] is False
+    r1, r2 = res["rounds"][0], res["rounds"][1]
+    (attack,) = r1["attacks"]
+    assert r1["trap_node"] == attack["node"] and attack["malicious_weights"] and attack["aggregated"] is False
+    assert "attacks" not in r2 and "trap_node" not in r2
+    assert attack["batch"] == 4 and attack["candidates"] >= 1
+    if protect == "none":
+        assert attack["recovered"] >= 1, attack
+    else:
+        assert "MASKED" in attack["space"]
+    assert (tmp_path / "trap" / "attacks" / "round-1" / f"node-{attack['node']}" / "imprint.json").exists()
+    # round 1 train replies (the first 3 replies with arrays): the untrapped nodes' equal the honest run's
+    replies_h = [m for m in hgrid.sent if ARRAYS in m.content][:3]
+    replies_t = [m for m in grid.sent if ARRAYS in m.content][:3]
+    by_h = {m.metadata.src_node_id: m.content[ARRAYS] for m in replies_h}
+    by_t = {m.metadata.src_node_id: m.content[ARRAYS] for m in replies_t}
+    assert set(by_h) == set(by_t)
+    for node in by_h:
+        if node == attack["node"]:
+            assert any(k.startswith("backbone.trap.") for k in by_t[node].keys())
+            continue
+        assert set(by_h[node].keys()) == set(by_t[node].keys())
+        assert all(np.array_equal(by_h[node][k].numpy(), by_t[node][k].numpy()) for k in by_h[node].keys())
+    assert not any(k.startswith("backbone.trap.") for m in [m for m in grid.sent if ARRAYS in m.content][3:]
+                   for k in m.content[ARRAYS].keys())

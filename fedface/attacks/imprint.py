@@ -18,6 +18,13 @@ decoder. The thresholds are quantiles of m over the attacker's *own* auxiliary f
 
 Honest clients are never affected: ``malicious_model`` returns the model untouched unless ``malicious_weights`` is on,
 and results of such runs carry ``"malicious_weights": true``.
+
+Inside a federation (``fedface simulate attack=imprint``, ``strategies/malicious.py``) the client builds its model
+from the run config the server sends with every message. The malicious server sends ONE target node, in an attacked
+round, a run config whose ``model.imprint.bins`` asks for the trap (``install_trap``: a ``trap`` submodule of the
+backbone applied to its input, so its tensors travel as ``backbone.trap.*`` like any other weight), the trap's
+weights (``trap_arrays``) and a one-step round; it reads the inputs back from that node's reply
+(``read_reply``) and leaves that reply out of FedAvg. Every other node gets the honest message.
 """
 from __future__ import annotations
 
@@ -140,5 +147,58 @@ def recovery_rate(candidates: torch.Tensor, truth: torch.Tensor, threshold_db: f
             "best_psnr": [round(b, 2) for b in best], "best": which, "candidates": len(candidates)}
 
 
-__all__ = ["ImprintLayer", "Imprinted", "build_trap", "malicious_model", "recover", "recovery_rate",
-           "trap_gradients"]
+# --------------------------------------------------------------------------------------------------- in a federation
+#: backbone state names of the trap once installed (``install_trap``); they travel as ``backbone.trap.*``
+TRAP_NAMES = ("trap.weight", "trap.bias", "trap.direction")
+
+
+def install_trap(backbone: nn.Module, shape: tuple[int, int, int], bins: int) -> nn.Module:
+    """Give ``backbone`` a ``trap`` submodule (placeholder weights, to be loaded) applied to its input: what a client
+    builds when the run config it received says ``model.imprint.bins``. Returns the same backbone."""
+    d = int(np.prod(shape))
+    trap = ImprintLayer(tuple(shape), torch.zeros(d), torch.arange(int(bins), dtype=torch.float32), torch.zeros(d))
+    backbone.add_module("trap", trap)
+    backbone.register_forward_pre_hook(lambda module, args: (module.trap(args[0]), *args[1:]))
+    return backbone
+
+
+def trap_arrays(trap: ImprintLayer) -> dict[str, np.ndarray]:
+    """The trap as the named arrays a client loads into an ``install_trap`` backbone."""
+    return {f"backbone.trap.{k}": v.detach().cpu().numpy().copy() for k, v in trap.state_dict().items()}
+
+
+def server_trap(run_cfg: dict[str, Any], bins: int, strength: float, seed: int) -> ImprintLayer:
+    """The server's trap for this federation's ``model_input``: thresholds from the quantiles of the measurement over
+    the attacker's own auxiliary faces (LFW-a people in no client's data) through its own copy of the protection
+    (its own key, never the clients')."""
+    from fedface.attacks.learned import attacker_key
+    from fedface.data.partition import make_partition
+    from fedface.data.sources import load_aux, load_configured
+    from fedface.protect import build_protection, input_spec
+
+    data_cfg = run_cfg["data"]
+    table = make_partition(load_configured(data_cfg), data_cfg, int(run_cfg["seed"]), root=data_cfg.get("root"))
+    aux = load_aux(table, data_cfg.get("root"), limit=512, seed=seed)
+    if aux is None:
+        raise ValueError(f"attack=imprint: data.aux={data_cfg.get('aux')!r} gives the server no auxiliary faces to "
+                         "set the trap's thresholds (data.aux=lfwa and LFW-a on disk)")
+    protect_cfg = dict(run_cfg["protect"])
+    mine = build_protection(protect_cfg, attacker_key(protect_cfg, False, None, seed))
+    mine.eval()
+    with torch.no_grad():
+        aux_in = mine(aux[:, None].float(), generator=torch.Generator().manual_seed(seed)).float()
+    return build_trap(input_spec(protect_cfg).shape, aux_in, bins, seed, strength)
+
+
+def read_reply(trap_sent: dict[str, np.ndarray], returned: dict[str, np.ndarray], lr: float, weight_decay: float,
+               shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[int]]:
+    """Candidates read from one trapped node's reply (its one local SGD step): the trap's update -> gradients ->
+    inputs (``recover``). ``trap_sent`` / ``returned``: named arrays (``backbone.trap.*``)."""
+    as_t = lambda arrays: {k[len("backbone.trap."):]: torch.as_tensor(np.asarray(arrays[k]))  # noqa: E731
+                           for k in arrays if k.startswith("backbone.trap.")}
+    gw, gb = trap_gradients(as_t(trap_sent), as_t(returned), lr, weight_decay)
+    return recover(gw, gb, tuple(shape))
+
+
+__all__ = ["ImprintLayer", "Imprinted", "TRAP_NAMES", "build_trap", "install_trap", "malicious_model", "read_reply",
+           "recover", "recovery_rate", "server_trap", "trap_arrays", "trap_gradients"]

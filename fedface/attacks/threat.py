@@ -81,7 +81,7 @@ class AttackConfig:
     imprint: dict[str, Any] = field(default_factory=dict)
     grid_faces: int = 8
 
-    NAMES = ("none", "gradient", "inversion")
+    NAMES = ("none", "gradient", "inversion", "imprint")
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "AttackConfig":
@@ -98,6 +98,11 @@ class AttackConfig:
             from fedface.attacks.inversion import InversionConfig as ModelInversionConfig
 
             ModelInversionConfig.from_cfg(out.inversion)
+        if out.name == "imprint":
+            unknown = sorted(set(out.imprint) - {"malicious_weights", "bins", "strength", "psnr_db", "node"})
+            if unknown or int(out.imprint.get("bins", 0)) < 2:
+                raise ValueError(f"attack.imprint: unknown key(s) {unknown} or bins < 2 "
+                                 "(configs/attack/imprint.yaml)")
         return out
 
     def attacks_round(self, server_round: int) -> bool:

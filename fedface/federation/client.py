@@ -62,7 +62,12 @@ class ClientTask:
             self.protection = build_protection(cfg["protect"], key).fit(self.images.unsqueeze(1).float())
             spec = self.protection.output_spec(112, 112)
             self.device = pick_device(cfg.get("device", "auto"))
-            self.backbone = build_backbone(cfg["model"], spec).to(self.device)
+            self.backbone = build_backbone(cfg["model"], spec)
+            if cfg["model"].get("imprint"):  # the model the server's run config describes (attack=imprint's trap)
+                from fedface.attacks.imprint import install_trap
+
+                install_trap(self.backbone, spec.shape, int(cfg["model"]["imprint"]["bins"]))
+            self.backbone = self.backbone.to(self.device)
             self.head = build_head(cfg["model"], self.backbone.embedding_size, num_classes).to(self.device)
             self.tcfg = TrainConfig.from_cfg(cfg["train"])
             self.mixer = build_mixer(cfg["mixup"], spec, self.tcfg.batch_size, apply_updates=False)
