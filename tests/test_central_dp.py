@@ -178,3 +178,34 @@ def test_attacks_see_the_same_replies_with_and_without_central_dp(tmp_path):
     assert len(a) == len(b) >= 1 and dp["privacy_against_server"] == PRIVACY_AGAINST_SERVER
     for x, y in zip(a, b):
         assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
+
+
+# ------------------------------------------------------------------------------------------ compare grids
+def test_compare_grid_runs_central_dp_cells_and_labels_every_table(tmp_path, monkeypatch):
+    from fedface import compare
+    from fedface.report.schema import validate
+
+    seen = []
+
+    def execute(cell):  # stand-in for the cell's federation (no Ray); records which federation.dp each cell got
+        seen.append((cell["protection"], cell["federation"]["federation"]["dp"]))
+        rounds = [{"round": 1, "accuracy": 0.6, "train_loss": 1.0, "bytes_sent": 1000, "bytes_received": 1000,
+                   "attacks": [{"attack": "gradient", "threat": "server", "skipped": None,
+                                "scores": {"masked": {"psnr": 30.0, "ssim": 0.9}}}]}]
+        return {"rounds": rounds, "status": "done"}, None
+
+    monkeypatch.setattr(compare, "_execute", execute)
+    args = ["experiment=demo", *SMALL, "federation.num_clients=2", "federation.rounds=1", "train.batch_size=4",
+            "compare.protections=[none,central_dp,central_dp_client]", "compare.attacks=[gradient]",
+            f"compare.out={tmp_path / 'out'}"]
+    res = compare.run_compare(args)
+    validate(res)
+    assert sorted(seen) == [("central_dp", "server_fixed"), ("central_dp_client", "client_fixed"), ("none", "none")]
+    notes = {s["protection"]: s.get("threat_note") for s in res["summary"]}
+    assert notes == {"none": None, "central_dp": "no protection against the server",
+                     "central_dp_client": "no protection against the server"}
+    assert all(r.get("threat_note") for r in res["records"] if r["protection"] != "none")
+    for name in ("table.md", "report.html"):
+        text = (tmp_path / "out" / name).read_text()
+        assert "central_dp (no protection against the server)" in text
+        assert "central_dp_client (no protection against the server)" in text
