@@ -18,6 +18,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.central_dp import central_dp_clipping_mod
 from fedface.attacks.ground_truth import ground_truth_path
 from fedface.federation.client import ClientTask, client_seed
 from fedface.federation.node_data import NodeFolders
@@ -60,7 +61,8 @@ def _local_state(context: Context) -> dict:
     return from_record(context.state[LOCAL]) if LOCAL in context.state.array_records else {}
 
 
-@app.train()
+# federation.dp=client_fixed: flwr's fixedclipping_mod, only when the round config carries a clipping norm
+@app.train(mods=[central_dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     task, cfg = _task(msg, context)
     round_cfg = msg.content[CONFIG]

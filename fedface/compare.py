@@ -52,6 +52,10 @@ PROTECTIONS: dict[str, list[str]] = {
     "obfuscator": ["protect=obfuscator", "mixup=none"],
     "peep": ["protect=peep", "mixup=none"],
     "instahide": ["protect=instahide", "mixup=none"],
+    # Flower's central DP wrappers (fedface.federation.central_dp): the server clips and adds the noise after seeing
+    # every update -- no protection against the server, which is this grid's attacker; every table says so
+    "central_dp": ["protect=none", "mixup=none", "federation.dp=server_fixed"],
+    "central_dp_client": ["protect=none", "mixup=none", "federation.dp=client_fixed"],
 }
 #: known names that are not built yet: a grid may list them; their records say why they are missing
 PROTECTIONS_LATER = {"dp_sgd": "lands with the DP-SGD / SecAgg baselines issue",
@@ -65,6 +69,14 @@ CELL_VERSION = 2
 #: two-sided 95% Student-t quantiles by degrees of freedom (n - 1); 1.96 beyond the table
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def threat_note(protection: str) -> str | None:
+    """The label of a protection that does not protect against the grid's attacker (the server): central DP."""
+    from fedface.federation.central_dp import THREAT_NOTE
+
+    dp = [o for o in PROTECTIONS.get(protection, []) if o.startswith("federation.dp=")]
+    return THREAT_NOTE if dp and dp[-1] != "federation.dp=none" else None
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -442,6 +454,8 @@ def summarise(records: list[dict[str, Any]], protections: list[str], attacks: li
             done = [r for r in mine if r["status"] == "done"]
             row: dict[str, Any] = {"protection": protection, "attack": attack, "seeds": [r["seed"] for r in done],
                                    "status": "done" if done else (mine[0]["status"] if mine else "missing")}
+            if threat_note(protection):
+                row["threat_note"] = threat_note(protection)
             if not done:
                 row["error"] = mine[0].get("error") if mine else "no record"
             else:
@@ -534,6 +548,8 @@ def run_compare(overrides: list[str]) -> dict[str, Any]:
     for r in records:
         match = next((s for s in summary if s["protection"] == r["protection"] and s["attack"] == r["attack"]), {})
         r.setdefault("scores", None)
+        if threat_note(r["protection"]):
+            r["threat_note"] = threat_note(r["protection"])
         if r["status"] == "done":
             r["scores"] = match.get("scores")
     results = {"schema": "fedface.compare/1", "experiment": str(spec.name), "status": "done", "out": str(out),
@@ -569,5 +585,6 @@ def _run_cells(cells: list[dict[str, Any]], jobs: int) -> None:
                 log.error("cell %s seed %d: worker failed: %s", c["protection"], c["seed"], err)
 
 
-__all__ = ["run_compare", "check_grid", "cell_plan", "records_of", "summarise", "mean_ci", "PROTECTIONS", "ATTACKS",
+__all__ = ["run_compare", "check_grid", "cell_plan", "records_of", "summarise", "mean_ci", "threat_note", "PROTECTIONS",
+           "ATTACKS",
            "ATTACKS_LATER", "PROTECTIONS_LATER"]

@@ -17,6 +17,7 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
+from fedface.federation.central_dp import PRIVACY_AGAINST_SERVER, central_dp, dp_mode
 from fedface.federation.checkpoint import (load_checkpoint, load_optimizer_arrays, optimizer_arrays, save_checkpoint,
                                            to_numpy)
 from fedface.federation.params import federated_state, nbytes
@@ -25,6 +26,7 @@ from fedface.io import atomic_write_json
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
+from strategies.central_dp import build_central_dp
 from strategies.records import from_record, to_record
 from strategies.malicious import MaliciousFedFaceAvg
 from strategies.strategy import FedFaceAvg
@@ -41,7 +43,7 @@ def initial_model(cfg: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str,
     head = build_head(cfg["model"], backbone.embedding_size, int(fed["num_classes"]))
     epochs = int(fed.get("pretrain", {}).get("epochs", 0))
     facts = pretrain_public(cfg, backbone, epochs) if epochs > 0 else None
-    return federated_state(backbone, head, fed["head"], fed["bn"]), facts
+    return federated_state(backbone, head, fed["head"], fed["bn"], floats_only=dp_mode(fed) != "none"), facts
 
 
 def build_policy(cfg: dict[str, Any]) -> tuple[PolicyNet | None, torch.optim.Optimizer | None, MixupConfig]:
@@ -81,6 +83,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     kwargs = dict(fraction_train=float(fed["fraction_train"]), fraction_evaluate=1.0,
                   min_train_nodes=int(fed["min_train_nodes"]), min_evaluate_nodes=1,
                   min_available_nodes=int(fed["min_train_nodes"]))
+    dp = central_dp(fed)  # federation.dp: flwr's central-DP wrapper, inside our strategy (strategies.central_dp)
+    kwargs["dp"] = build_central_dp(dp, int(cfg["seed"]), **kwargs)
     if cfg.get("attack", {}).get("name", "none") != "none":  # the malicious server (attacks, same aggregation)
         strategy = MaliciousFedFaceAvg(cfg, run_dir, policy, optimizer, mcfg.baseline_momentum, **kwargs)
     else:
@@ -88,6 +92,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     results: dict[str, Any] = {"command": "simulate", "status": "running", "rounds": [], "config": cfg,
                                # attack=imprint: the server sent modified weights (rounds name the trapped node)
                                "malicious_weights": bool(getattr(strategy, "malicious_weights", False))}
+    if dp is not None:  # the server adds the noise after seeing every update: say so wherever results are read
+        results.update(central_dp=dp.describe(), privacy_against_server=PRIVACY_AGAINST_SERVER)
     start = 1
     ckpt_dir = run_dir / "checkpoint"
     ckpt = load_checkpoint(ckpt_dir) if fed.get("resume") else None

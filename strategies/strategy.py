@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedface.mixup import PolicyUpdate, server_step
 from strategies.records import ARRAYS, CONFIG, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, record_bytes, to_record
@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 
 class FedFaceAvg(FedAvg):
     def __init__(self, run_config: dict[str, Any], policy: torch.nn.Module | None = None,
-                 policy_optimizer: torch.optim.Optimizer | None = None, baseline_momentum: float = 0.9, **kwargs):
+                 policy_optimizer: torch.optim.Optimizer | None = None, baseline_momentum: float = 0.9,
+                 dp: Strategy | None = None, **kwargs):
         super().__init__(arrayrecord_key=ARRAYS, configrecord_key=CONFIG, **kwargs)
+        # central DP (federation.dp): a flwr DP wrapper around a plain FedAvg that samples and aggregates in our
+        # place (strategies.central_dp); our messages, policy, bookkeeping (and attacks) stay here
+        self.dp = dp
         self.run_config_json = json.dumps(run_config, sort_keys=True)
         self.policy, self.policy_optimizer, self.baseline_momentum = policy, policy_optimizer, baseline_momentum
         self.baseline: float | None = None
@@ -41,7 +45,8 @@ class FedFaceAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        sampled = list(super().configure_train(server_round, arrays, config, grid))
+        sample = super().configure_train if self.dp is None else self.dp.configure_train  # central DP: see __init__
+        sampled = list(sample(server_round, arrays, config, grid))
         out, sent = [], 0
         for m in sampled:  # FedAvg puts one shared RecordDict in every message: build one per node
             cfg = ConfigRecord({**dict(m.content[CONFIG]), RUN_CONFIG: self.run_config_json})
@@ -71,7 +76,11 @@ class FedFaceAvg(FedAvg):
             log.warning("round %d: %d of %d replies, fewer than federation.min_train_nodes=%d: global model kept",
                         server_round, len(ok), len(replies), self.min_train_nodes)
             return None, None
-        arrays, metrics = super().aggregate_train(server_round, ok)
+        if self.dp is None:
+            arrays, metrics = super().aggregate_train(server_round, ok)
+        else:  # clip + FedAvg + noise; flwr sees the failed replies too (it then releases nothing this round)
+            arrays, metrics = self.dp.aggregate_train(server_round, replies)
+            self.last_round["central_dp"] = self.dp.last
         if self.policy is not None and any(u is not None for u in updates):
             self.baseline = server_step(self.policy, self.policy_optimizer, [u for u in updates if u is not None],
                                         self.baseline, self.baseline_momentum)

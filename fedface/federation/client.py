@@ -20,6 +20,7 @@ import torch
 from fedface.attacks.ground_truth import save_ground_truth
 from fedface.eval import evaluate
 from fedface.federation.node_data import NodeFolders, own_data, shard_data
+from fedface.federation.central_dp import dp_mode
 from fedface.federation.params import check_modes, federated_state, load_federated_state
 from fedface.mixup import PolicyUpdate, build_mixer
 from fedface.models import build_backbone, build_head
@@ -52,6 +53,7 @@ class ClientTask:
         fed = cfg["federation"]
         self.head_mode, self.bn_mode = fed["head"], fed["bn"]
         check_modes(self.head_mode, self.bn_mode)
+        self.floats_only = dp_mode(fed) != "none"  # central DP: integer buffers stay here (federation.central_dp)
         node = own_data(cfg, folders) if folders else shard_data(cfg, partition_id, num_partitions, data_root)
         self.images, self.labels, num_classes = node.images, node.labels, node.num_classes
         self.data, self.table = node.eval_data, node.table
@@ -85,7 +87,7 @@ class ClientTask:
     def local_state(self) -> dict[str, np.ndarray]:
         """What stays on the node between rounds: a local head and/or local BatchNorm."""
         everything = federated_state(self.backbone, self.head, "shared", "federated")
-        shared = federated_state(self.backbone, self.head, self.head_mode, self.bn_mode)
+        shared = federated_state(self.backbone, self.head, self.head_mode, self.bn_mode, self.floats_only)
         return {k: v for k, v in everything.items() if k not in shared}
 
     def train(self, arrays: Mapping[str, np.ndarray], server_round: int, round_cfg: Mapping[str, Any],
@@ -113,8 +115,8 @@ class ClientTask:
                                                      "labels": self.labels.tolist(), "head": self.head_mode})
         metrics = {"train_loss": float(res.loss), "num-examples": self.num_examples, "steps": res.steps,
                    "seconds": time.perf_counter() - t0}
-        return ClientReply(federated_state(self.backbone, self.head, self.head_mode, self.bn_mode), metrics,
-                           res.policy_update, dict(res.k_histogram or {}), self.local_state())
+        return ClientReply(federated_state(self.backbone, self.head, self.head_mode, self.bn_mode, self.floats_only),
+                           metrics, res.policy_update, dict(res.k_histogram or {}), self.local_state())
 
     def evaluate(self, arrays: Mapping[str, np.ndarray], local_state: Mapping[str, np.ndarray] | None = None
                  ) -> dict[str, float]:

@@ -28,8 +28,9 @@ def _bn_names(module: nn.Module, prefix: str) -> set[str]:
 
 
 def federated_state(backbone: nn.Module, head: nn.Module, head_mode: str = "shared",
-                    bn_mode: str = "federated") -> dict[str, np.ndarray]:
-    """The named arrays a client sends (and the server aggregates) under the given modes."""
+                    bn_mode: str = "federated", floats_only: bool = False) -> dict[str, np.ndarray]:
+    """The named arrays a client sends (and the server aggregates) under the given modes. ``floats_only`` (central
+    DP, ``fedface.federation.central_dp``): integer buffers such as ``num_batches_tracked`` stay on the client."""
     check_modes(head_mode, bn_mode)
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     if bn_mode == "local":
@@ -37,6 +38,8 @@ def federated_state(backbone: nn.Module, head: nn.Module, head_mode: str = "shar
             state.pop(name, None)
     if head_mode == "shared":
         state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    if floats_only:
+        state = {k: v for k, v in state.items() if v.is_floating_point()}
     return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
 
 

@@ -10,6 +10,7 @@ from fedface.config import to_container
 from fedface.data.partition import make_partition
 from fedface.data.shards import make_shards
 from fedface.data.sources import load_configured
+from fedface.federation.central_dp import central_dp
 from fedface.federation.params import check_modes
 from fedface.mixup import build_mixer
 from fedface.protect import input_spec
@@ -31,6 +32,7 @@ def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
                          "zero clients per round")
     if not 1 <= int(fed["min_train_nodes"]) <= n:
         raise ValueError(f"federation.min_train_nodes={fed['min_train_nodes']} must be in [1, num_clients={n}]")
+    central_dp(fed)  # unknown federation.dp / bad federation.dp_params fail here
     spec = input_spec(plain["protect"])  # unknown protection / bad protection config fails here
     AttackConfig.from_cfg(plain.get("attack", {"name": "none"}))  # unknown attack key fails here
     build_mixer(plain["mixup"], spec, int(plain["train"]["batch_size"]))  # bad k range fails here

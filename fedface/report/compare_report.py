@@ -36,18 +36,23 @@ COLUMNS = ["protection", "seeds", "accuracy %", "TAR@FAR 1e-3 / 1e-2 %", "maskin
            "accuracy score", "comprehensive mean / product", "MB / round"]
 
 
+def row_name(s: dict[str, Any]) -> str:
+    """A row's protection, with its threat note when it gives no protection against the server (central DP)."""
+    return f"{s['protection']} ({s['threat_note']})" if s.get("threat_note") else s["protection"]
+
+
 def table_rows(results: dict[str, Any], attack: str) -> list[list[str]]:
     rows = []
     for s in results["summary"]:
         if s["attack"] != attack:
             continue
         if s["status"] != "done":
-            rows.append([s["protection"], "-", f"{s['status'].upper()}: {s.get('error', '')}"] + [""] * 11)
+            rows.append([row_name(s), "-", f"{s['status'].upper()}: {s.get('error', '')}"] + [""] * 11)
             continue
         sc = s.get("scores") or {}
         failed = f" ({len(s['failed_seeds'])} failed)" if s.get("failed_seeds") else ""
         rows.append([
-            s["protection"], f"{len(s['seeds'])}{failed}", _stat(s["accuracy"], 100),
+            row_name(s), f"{len(s['seeds'])}{failed}", _stat(s["accuracy"], 100),
             f"{_stat(s['tar_at_far_1e-3'], 100)} / {_stat(s['tar_at_far_1e-2'], 100)}",
             f"{_stat(s['masking_visual'], 1, '.3f')} / {_stat(s['masking_feature'], 1, '.3f')}",
             f"{_stat(s['psnr'])}{_mark(s)} ({_stat(s.get('floor_psnr'))})", _stat(s["ssim"], 1, ".3f") + _mark(s),
@@ -82,6 +87,10 @@ def footnotes(results: dict[str, Any], attack: str) -> list[str]:
         hint = " (raise compare.learned's attack.victims)" if attack == "learned" and "impostor" in srra else ""
         notes.append(f"SRRA n/a: {srra}{hint}; the target system's top-1 identification of the reconstructions is "
                      f"shown instead where measured.")
+    if any(s.get("threat_note") for s in rows):
+        notes.append("Central DP rows (Flower's DP-FedAvg wrappers, federation.dp): no protection against the server "
+                     "-- the server sees every client's update before it adds the noise, so this table's attacks "
+                     "work as without DP; the noise protects the released model from outside observers only.")
     if sum(s["protection"] != "none" for s in rows) == 1:
         notes.append("One masked row: paper 001's scores are normalised across rows, so with a single row every score "
                      "is the midpoint 0.75 and ranks nothing.")
@@ -139,7 +148,7 @@ def frontier_png(results: dict[str, Any]) -> bytes:
         x, y = 1 - s["ssim"]["mean"], 100 * s["accuracy"]["mean"]
         ax.errorbar(x, y, xerr=s["ssim"].get("ci95"), yerr=None if s["accuracy"].get("ci95") is None else
                     100 * s["accuracy"]["ci95"], fmt=markers.get(s["attack"], "o"), color=colours[s["protection"]],
-                    ms=8, capsize=3, label=f"{s['protection']} / {s['attack']}")
+                    ms=8, capsize=3, label=f"{row_name(s)} / {s['attack']}")
         ax.annotate(s["protection"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xlabel("privacy: 1 - SSIM of the server's reconstruction (higher = more private)")
     ax.set_ylabel("utility: verification accuracy %")
