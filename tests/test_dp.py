@@ -184,3 +184,18 @@ def test_centralized_train_saves_epsilon(tmp_path):
                  f"run.dir={run_dir}"]) == 0
     dp = json.loads((run_dir / "results.json").read_text())["dp"]
     assert 0 < dp["epsilon"] < math.inf and dp["delta"] == 1e-5 and dp["steps"] == 2
+
+
+def test_compare_grid_runs_dp_sgd_at_three_noise_levels_on_one_group_norm_backbone(tmp_path):
+    from fedface import compare
+    from fedface.config import ConfigError
+
+    grid = ["experiment=demo", "data=synthetic", "compare.attacks=[gradient]", f"compare.out={tmp_path}",
+            "compare.protections=[none,dp_sgd_weak,dp_sgd,dp_sgd_strong]"]
+    with pytest.raises(ConfigError, match="needs model.norm=group"):
+        compare.cell_plan(grid, compare.load_experiment(grid))
+    grid.append("model.norm=group")
+    cells, unavailable, _ = compare.cell_plan(grid, compare.load_experiment(grid))
+    assert not unavailable and {c["federation"]["model"]["norm"] for c in cells} == {"group"}
+    noise = {c["protection"]: c["federation"]["protect"].get("noise_multiplier") for c in cells}
+    assert noise == {"none": None, "dp_sgd_weak": 0.5, "dp_sgd": 1.0, "dp_sgd_strong": 2.0}
