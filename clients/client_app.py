@@ -4,7 +4,8 @@ Secrets stay on the node: the Shuffle1 key comes from the node config (``shuffle
 (``FEDFACE_KEY``), never from a message. Data: in simulation, shard ``partition-id`` of the configured dataset under
 node config ``data-root`` or ``FEDFACE_DATA``; deployed, the node's own folders (node config ``data-path``,
 ``eval-path``, ``class-offset``; ``fedface.federation.node_data``).
-What a node keeps between rounds (a local head, local BatchNorm) lives in ``context.state``, never in a reply.
+What a node keeps between rounds (a local head, local BatchNorm, the DP-SGD accountant's history) lives in
+``context.state``, never in a reply.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from fedface.federation.client import ClientTask, client_seed
 from fedface.federation.node_data import NodeFolders
 from fedface.protect import needs_key
 from fedface.protect.keys import load_key
-from strategies.records import (ARRAYS, CONFIG, LOCAL, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, from_record,
-                                to_record)
+from strategies.records import (ARRAYS, CONFIG, DP_HISTORY, LOCAL, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG,
+                                from_record, to_record)
 
 torch.set_num_threads(1)  # one ClientApp per core in simulation
 app = ClientApp()
@@ -61,6 +62,14 @@ def _local_state(context: Context) -> dict:
     return from_record(context.state[LOCAL]) if LOCAL in context.state.array_records else {}
 
 
+def _dp_history(context: Context) -> list[tuple[float, float, int]]:
+    """The node's DP-SGD accountant history, [(noise_multiplier, sample_rate, steps), ...] over all its rounds."""
+    if DP_HISTORY not in context.state.config_records:
+        return []
+    rec = context.state[DP_HISTORY]
+    return list(zip(rec["noise"], rec["rate"], rec["steps"]))
+
+
 # federation.dp=client_fixed: flwr's fixedclipping_mod, only when the round config carries a clipping norm
 @app.train(mods=[central_dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
@@ -74,9 +83,13 @@ def train(msg: Message, context: Context) -> Message:
     baseline = float(round_cfg.get("policy-baseline", float("nan")))
     reply = task.train(from_record(msg.content[ARRAYS]), server_round, dict(round_cfg), policy,
                        None if baseline != baseline else baseline, _local_state(context),
-                       ground_truth_path(server_round, context.node_id))
+                       ground_truth_path(server_round, context.node_id), _dp_history(context))
     if reply.local_state:
         context.state[LOCAL] = to_record(reply.local_state)
+    if reply.dp_history is not None:
+        context.state[DP_HISTORY] = ConfigRecord({"noise": [float(h[0]) for h in reply.dp_history],
+                                                  "rate": [float(h[1]) for h in reply.dp_history],
+                                                  "steps": [int(h[2]) for h in reply.dp_history]})
     metrics = dict(reply.metrics)
     content = RecordDict({ARRAYS: to_record(reply.arrays)})
     if reply.policy_update is not None:

@@ -20,6 +20,7 @@ from fedface.models import build_backbone, build_head, count_parameters
 from fedface.protect import build_protection, needs_key
 from fedface.runs import RunDir, machine_info, start
 from fedface.train import NonFiniteLossError, TrainConfig, pick_device, train_local
+from fedface.train.dp import check_config as check_dp
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def client_key(protect_cfg) -> bytes | None:
 
 
 def run_train(cfg: DictConfig) -> dict:
+    check_dp(cfg)  # protect=dp_sgd with mixup or BatchNorm: refused before anything is written
     gen = start(cfg)
     device = pick_device(cfg.device)
     run = RunDir(cfg.run.dir, cfg)
@@ -99,6 +101,11 @@ def run_train(cfg: DictConfig) -> dict:
     )
     if mixer is not None:
         results["mixup"] = mixer.describe()
+    if stats.dp is not None:  # protect=dp_sgd: (epsilon, delta) of the whole training (RDP accountant)
+        results["dp"] = stats.dp
+        log.info("DP-SGD: epsilon = %s at delta = %g after %d steps (noise %g, clip %g, sample rate %.4f)",
+                 stats.dp["epsilon"], stats.dp["delta"], stats.dp["steps"], stats.dp["noise_multiplier"],
+                 stats.dp["max_grad_norm"], stats.dp["sample_rate"])
     run.tensorboard.add_scalar("eval/accuracy", metrics["accuracy"], tcfg.epochs)
     if cfg.run.save_model:
         from safetensors.torch import save_file

@@ -56,10 +56,14 @@ PROTECTIONS: dict[str, list[str]] = {
     # every update -- no protection against the server, which is this grid's attacker; every table says so
     "central_dp": ["protect=none", "mixup=none", "federation.dp=server_fixed"],
     "central_dp_client": ["protect=none", "mixup=none", "federation.dp=client_fixed"],
+    # DP-SGD on the clients' updates at two more noise levels (protect.noise_multiplier 1.0 in configs/protect);
+    # every cell of a grid with these must build the same GroupNorm backbone: the experiment sets model.norm=group
+    "dp_sgd": ["protect=dp_sgd", "mixup=none"],
+    "dp_sgd_weak": ["protect=dp_sgd", "mixup=none", "protect.noise_multiplier=0.5"],
+    "dp_sgd_strong": ["protect=dp_sgd", "mixup=none", "protect.noise_multiplier=2.0"],
 }
 #: known names that are not built yet: a grid may list them; their records say why they are missing
-PROTECTIONS_LATER = {"dp_sgd": "lands with the DP-SGD / SecAgg baselines issue",
-                     "secagg": "lands with the DP-SGD / SecAgg baselines issue",
+PROTECTIONS_LATER = {"secagg": "lands with the DP-SGD / SecAgg baselines issue",
                      "advface": "lands with the AdvFace baseline issue"}
 ATTACKS = ("gradient", "learned", "model_inversion")
 ATTACKS_LATER: dict[str, str] = {}
@@ -169,6 +173,11 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
                         f"numbers say nothing about real faces. Put ORL under ../shared/data or FEDFACE_DATA.")
         for n in notes:
             log.warning(n)
+    dp = [p for p in protections if p in PROTECTIONS and "protect=dp_sgd" in PROTECTIONS[p]]
+    if dp and cfg.model.get("norm", "batch") != "group":
+        raise ConfigError(f"compare.protections lists {', '.join(dp)}, which needs model.norm=group -- and then every "
+                          "cell must use it, so the rows differ only in the protection: set model.norm=group in the "
+                          "experiment (or as an override)")
     runnable = [a for a in attacks if a in ATTACKS]
     out = Path(spec.out)
     cells, unavailable = [], []

@@ -12,6 +12,7 @@ METRICS = "metrics"          # client metrics (client -> server)
 POLICY = "policy"            # policy network weights (server -> client)
 POLICY_UPDATE = "policy-update"  # sum (r - b) grad log pi(k) of the client's steps (client -> server)
 LOCAL = "local"              # context.state: what a node keeps between rounds (local head / BN); never sent
+DP_HISTORY = "dp-history"    # context.state: the node's DP-SGD accountant history (sigma, q, steps); never sent
 RUN_CONFIG = "fedface-config"  # the resolved run config as JSON inside CONFIG (no secrets, no paths of nodes)
 
 

@@ -170,7 +170,7 @@ def _tensorboard(run_dir: Path):
 
 def _log_round(writer, record: dict[str, Any], ks: list[int]) -> None:
     rnd = record["round"]
-    for key in ("accuracy", "auc", "train_loss", "bytes_sent", "bytes_received", "received"):
+    for key in ("accuracy", "auc", "train_loss", "bytes_sent", "bytes_received", "received", "epsilon_max"):
         if record.get(key) is not None:
             writer.add_scalar(f"federation/{key}", record[key], rnd)
     if record.get("k_counts"):

@@ -72,6 +72,14 @@ class FedFaceAvg(FedAvg):
         k_hist = np.sum([r.content[METRICS]["k-counts"] for r in ok if "k-counts" in r.content[METRICS]], axis=0)
         self.last_round.update(received=len(ok), failed=failed, bytes_received=received,
                                k_counts=np.asarray(k_hist).tolist() if np.size(k_hist) else [])
+        # protect=dp_sgd: each client's epsilon (at delta) so far -- kept per node, as FedAvg would average it
+        eps = {str(r.metadata.src_node_id): float(r.content[METRICS]["epsilon"]) for r in ok
+               if "epsilon" in r.content[METRICS]}
+        if eps:
+            values = [None if e < 0 else e for e in eps.values()]  # -1: infinite (noise_multiplier = 0)
+            self.last_round.update(epsilons={n: v for n, v in zip(eps, values)},
+                                   epsilon_max=None if None in values else max(values),
+                                   delta=float(ok[0].content[METRICS]["delta"]))
         if len(ok) < self.min_train_nodes:
             log.warning("round %d: %d of %d replies, fewer than federation.min_train_nodes=%d: global model kept",
                         server_round, len(ok), len(replies), self.min_train_nodes)

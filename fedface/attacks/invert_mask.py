@@ -69,8 +69,9 @@ def _assemble(known: torch.Tensor, channels: list[int], fill: torch.Tensor | Non
 
 
 def _pixels(p: Protection, y: torch.Tensor, aux, permutation) -> tuple[torch.Tensor, str]:
-    """``none`` is exact; ``noise`` and ``peep`` already send an image, which keeps their noise."""
-    notes = {"none": "exact", "noise": "the Gaussian pixel noise stays in the image",
+    """``none`` and ``dp_sgd`` are exact; ``noise`` and ``peep`` already send an image, which keeps their noise."""
+    notes = {"none": "exact", "dp_sgd": "exact: DP-SGD leaves the input as it is (its noise is on the update)",
+             "noise": "the Gaussian pixel noise stays in the image",
              "peep": "PEEP's eigenface projection and Laplace noise stay in the image"}
     return _unstandardize(y), notes[p.name]
 
@@ -238,5 +239,5 @@ def _obfuscator(p: Protection, y: torch.Tensor, aux, permutation) -> tuple[torch
     return _assemble(magnitude * sign * std + mean, p.channels, coefficients(aux).mean(dim=0)) * 255, note
 
 
-_INVERTERS = {"none": _pixels, "noise": _pixels, "peep": _pixels, "instahide": _instahide, "fr_fd": _fr_fd,
+_INVERTERS = {"none": _pixels, "dp_sgd": _pixels, "noise": _pixels, "peep": _pixels, "instahide": _instahide, "fr_fd": _fr_fd,
               "ppfr_fd": _ppfr_fd, "obfuscator": _obfuscator}

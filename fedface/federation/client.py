@@ -35,6 +35,7 @@ class ClientReply:
     policy_update: PolicyUpdate | None = None
     k_histogram: dict[int, int] = field(default_factory=dict)
     local_state: dict[str, np.ndarray] = field(default_factory=dict)  # kept on the node (local head / BN)
+    dp_history: list[tuple[float, float, int]] | None = None  # protect=dp_sgd: the accountant's, kept on the node
 
 
 def client_seed(seed: int, server_round: int, partition_id: int) -> int:
@@ -92,9 +93,13 @@ class ClientTask:
 
     def train(self, arrays: Mapping[str, np.ndarray], server_round: int, round_cfg: Mapping[str, Any],
               policy: Mapping[str, np.ndarray] | None = None, baseline: float | None = None,
-              local_state: Mapping[str, np.ndarray] | None = None, ground_truth: Path | None = None) -> ClientReply:
+              local_state: Mapping[str, np.ndarray] | None = None, ground_truth: Path | None = None,
+              dp_history: list | None = None) -> ClientReply:
         """One round of local training from the global ``arrays``; returns the update and what stays local.
-        ``ground_truth``: also write what entered the model to this local file (attack experiments; never sent)."""
+        ``ground_truth``: also write what entered the model to this local file (attack experiments; never sent).
+        ``dp_history``: with ``protect=dp_sgd``, the privacy accountant's history of this client's earlier rounds
+        (the node keeps it: the same images are reused every round, so epsilon composes over all of them); the
+        metrics then carry ``epsilon`` (-1 when infinite: noise_multiplier = 0) and ``delta``."""
         if local_state:
             load_federated_state(self.backbone, self.head, local_state)
         load_federated_state(self.backbone, self.head, arrays)
@@ -107,16 +112,25 @@ class ClientTask:
         gen = torch.Generator().manual_seed(seed)
         record = [] if ground_truth is not None else None
         t0 = time.perf_counter()
+        accountant = None
+        if self.protection.dp is not None:
+            from fedface.train.dp import make_accountant
+
+            accountant = make_accountant(dp_history)
         res = train_local(self.backbone, self.head, self.protection, self.images, self.labels, tcfg, gen,
-                          mixer=self.mixer, record=record)
+                          mixer=self.mixer, record=record, accountant=accountant)
         if ground_truth is not None:
             save_ground_truth(ground_truth, record, {"partition": self.partition_id, "seed": seed,
                                                      "num_examples": self.num_examples,
                                                      "labels": self.labels.tolist(), "head": self.head_mode})
         metrics = {"train_loss": float(res.loss), "num-examples": self.num_examples, "steps": res.steps,
                    "seconds": time.perf_counter() - t0}
+        if res.dp is not None:
+            eps = res.dp["epsilon"]
+            metrics.update(epsilon=-1.0 if eps is None else float(eps), delta=float(res.dp["delta"]))
         return ClientReply(federated_state(self.backbone, self.head, self.head_mode, self.bn_mode, self.floats_only),
-                           metrics, res.policy_update, dict(res.k_histogram or {}), self.local_state())
+                           metrics, res.policy_update, dict(res.k_histogram or {}), self.local_state(),
+                           None if res.dp is None else [tuple(h) for h in res.dp["history"]])
 
     def evaluate(self, arrays: Mapping[str, np.ndarray], local_state: Mapping[str, np.ndarray] | None = None
                  ) -> dict[str, float]:

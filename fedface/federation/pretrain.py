@@ -30,6 +30,8 @@ def pretrain_public(cfg: Mapping[str, Any], backbone: nn.Module, epochs: int) ->
         raise ValueError("federation.pretrain.epochs > 0 needs public identities: set data.split.public_identities")
     public = data.subset(table.public_idx)
     protection = build_protection(cfg["protect"], os.urandom(32) if needs_key(cfg["protect"]) else None)
+    if protection.dp is not None:  # dp_sgd protects the clients' updates; public faces need no DP (same input)
+        protection = build_protection("none")
     protection.fit(public.images.unsqueeze(1).float())
     head = build_head(cfg["model"], backbone.embedding_size, public.num_identities)
     tcfg = TrainConfig.from_cfg({**cfg["train"], "epochs": epochs, "steps": None})

@@ -14,6 +14,7 @@ from fedface.federation.central_dp import central_dp
 from fedface.federation.params import check_modes
 from fedface.mixup import build_mixer
 from fedface.protect import input_spec
+from fedface.train.dp import check_config as check_dp
 
 
 def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"federation.min_train_nodes={fed['min_train_nodes']} must be in [1, num_clients={n}]")
     central_dp(fed)  # unknown federation.dp / bad federation.dp_params fail here
     spec = input_spec(plain["protect"])  # unknown protection / bad protection config fails here
+    check_dp(plain)  # protect=dp_sgd with mixup or BatchNorm fails here
     AttackConfig.from_cfg(plain.get("attack", {"name": "none"}))  # unknown attack key fails here
     build_mixer(plain["mixup"], spec, int(plain["train"]["batch_size"]))  # bad k range fails here
     if fed.get("num_classes") is None:

@@ -2,7 +2,8 @@
 
 ``build_backbone(model_cfg, input_spec)`` is the only constructor; ``model.name`` picks a trunk from
 ``iresnet.TRUNKS`` (``fedface_net`` is the default narrow CPU backbone, ``tiny`` the fast-test CNN, ``iresnet18/34/50``
-the arcface_torch depths) and ``model.stem`` picks the stem (``auto`` = by input shape).
+the arcface_torch depths), ``model.stem`` picks the stem (``auto`` = by input shape) and ``model.norm`` the
+normalisation (``batch`` | ``group``, ``fedface.models.norm``; ``group`` for DP-SGD).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from fedface.models.arcface import ArcFace
 from fedface.models.iresnet import TRUNKS, Trunk
+from fedface.models.norm import NORMS, use_group_norm
 from fedface.models.stems import CheckedStem, pick_stem
 from fedface.protect.base import InputSpec
 
@@ -25,7 +27,7 @@ class Backbone(nn.Module):
 
     @property
     def embedding_size(self) -> int:
-        return self.trunk.features.num_features
+        return self.trunk.fc.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.stem(x))
@@ -42,7 +44,11 @@ def build_backbone(cfg: Mapping[str, Any], spec: InputSpec) -> Backbone:
     trunk = Trunk(widths, blocks, strides, size, int(cfg.get("embedding_size", 128)), stem_channels,
                   float(cfg.get("dropout", 0.0)))
     stem = CheckedStem(pick_stem(cfg.get("stem", "auto"), spec), spec, size, stem_channels)
-    return Backbone(stem, trunk)
+    norm = cfg.get("norm", "batch")
+    if norm not in NORMS:
+        raise ValueError(f"unknown model.norm={norm!r}; known: {', '.join(NORMS)}")
+    backbone = Backbone(stem, trunk)
+    return use_group_norm(backbone) if norm == "group" else backbone
 
 
 def build_head(cfg: Mapping[str, Any], embedding_size: int, num_classes: int) -> ArcFace:

@@ -29,8 +29,11 @@ class ArcFace(nn.Module):
     def num_classes(self) -> int:
         return self.weight.shape[0]
 
-    def cosine(self, emb: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(emb), F.normalize(self.weight)).clamp(-1.0, 1.0)
+    def cosine(self, emb: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """cos θ of every embedding with every class centre (``weight``: other centres, e.g. DP-SGD's per-example
+        gradient in ``fedface.train.dp``; default the module's own)."""
+        w = self.weight if weight is None else weight
+        return F.linear(F.normalize(emb), F.normalize(w)).clamp(-1.0, 1.0)
 
     def margin_cos(self, cos: torch.Tensor) -> torch.Tensor:
         """cos(θ + m) elementwise, with the fallback above."""
@@ -41,14 +44,20 @@ class ArcFace(nn.Module):
         return torch.where(cos > self.th, phi, cos - self.mm)
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits(emb, labels, weights)
+
+    def logits(self, emb: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None,
+               centres: torch.Tensor | None = None) -> torch.Tensor:
         """Logits. ``labels`` (B,) for plain ArcFace, or (B, k) mixed labels with ``weights`` (B, k) summing to 1.
 
         Mixed labels follow paper 001, Appendix A, Algorithm 1 (MixUp based ArcFace): with fc the cosines,
         out = sum_i c_i * (fc + onehot(y_i) * (cos(theta_i + m) - cos theta_i)), theta_i = arccos(fc[y_i]) picked
         from the *unmodified* fc (line 6), then scaled by s. Since sum_i c_i = 1 this is one logit vector carrying
         every margin, c_i-weighted -- not a weighted sum of separate cross-entropies. k = 1 is plain ArcFace.
+        ``centres``: compute with these class centres instead of ``self.weight`` (a pure function of its inputs,
+        what ``torch.func`` needs for per-example gradients; calling it fires no module hooks).
         """
-        cos = self.cosine(emb)
+        cos = self.cosine(emb, centres)
         if labels.ndim == 1:
             labels = labels[:, None]
             weights = torch.ones_like(labels, dtype=cos.dtype)

@@ -39,6 +39,9 @@ class Protection(nn.Module):
     name: str = "base"
     #: True when the transform is keyed by the federation secret (then the key must come from the client side).
     needs_key: bool = False
+    #: a ``fedface.train.dp.DPConfig`` when the protection is DP-SGD on the update (``dp_sgd``): ``train_local`` then
+    #: trains with per-example clipping and noise; None for input transforms.
+    dp = None
 
     def output_spec(self, height: int, width: int) -> InputSpec:
         raise NotImplementedError

@@ -1,4 +1,5 @@
-"""Non-frequency baselines of paper 000's Table 1: ``peep`` (DP), ``noise`` (plain pixel noise), ``instahide``.
+"""Non-frequency baselines of paper 000's Table 1: ``peep`` (DP), ``noise`` (plain pixel noise), ``instahide``; and
+``dp_sgd`` (DP-SGD on the client's update, ``fedface.train.dp``).
 
 All take raw pixels (B, 1, H, W) in [0, 255] and work on the ``none`` standardisation, (x - 127.5) / 127.5.
 """
@@ -14,8 +15,9 @@ from fedface.freq.bdct import block_grid
 from fedface.freq.ppfr import draw
 from fedface.mixup.mix import mix_weights, mix_with, shuffle_partners
 from fedface.protect import register
-from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, InputSpec, Protection
+from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, InputSpec, NoProtection, Protection
 from fedface.protect.frequency import dct_input
+from fedface.train.dp import DPConfig
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +170,27 @@ def _noise(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
 @register("instahide")
 def _instahide(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
     return InstaHide(k=int(cfg.get("k", 2)), domain=str(cfg.get("domain", "pixel")))
+
+
+class DPSGDProtection(NoProtection):
+    """`dp_sgd`: client-side DP-SGD (Abadi et al. 2016, Algorithm 1; Opacus). It protects the *update*, not the input:
+    the model input is the raw standardised pixels (as `none`), and ``dp`` tells ``train_local`` to train with
+    per-example clipping, Gaussian noise and Poisson sampling (``fedface.train.dp``). Config: noise_multiplier,
+    max_grad_norm, delta."""
+
+    name = "dp_sgd"
+
+    def __init__(self, dp: DPConfig):
+        super().__init__()
+        self.dp = dp
+
+    def describe(self) -> dict:
+        return {"name": self.name, **self.dp.__dict__}
+
+
+@register("dp_sgd")
+def _dp_sgd(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
+    unknown = sorted(set(cfg) - {"name", *DPConfig.__dataclass_fields__})
+    if unknown:
+        raise ValueError(f"unknown protect config key(s) {', '.join(f'protect.{k}' for k in unknown)}")
+    return DPSGDProtection(DPConfig(**{k: float(v) for k, v in cfg.items() if k != "name"}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -75,6 +75,7 @@ class TrainResult:
     loss: float = float("nan")  # mean loss of the last epoch (or of all steps when stopped by ``steps``)
     epoch_losses: list[float] = field(default_factory=list)
     k_histogram: dict[int, int] | None = None  # with a mixer: how often each k was drawn in this call
+    dp: dict[str, Any] | None = None  # protect=dp_sgd: epsilon at delta over the accountant's history (DPSGD.report)
     policy_update: PolicyUpdate | None = None  # adaptive mixer: the REINFORCE sum not applied in this call
 
     @property
@@ -112,7 +113,9 @@ def fr_loss(backbone: nn.Module, head: nn.Module, model_input: torch.Tensor, lab
             weights: torch.Tensor | None = None) -> torch.Tensor:
     """ArcFace cross-entropy. Mixed labels (B, k) with weights (B, k): MixUp-ArcFace (paper 001 Algorithm 1) against
     the weighted one-hot target."""
-    logits = head(backbone(model_input), labels, weights)
+    emb = backbone(model_input)
+    # no ``None`` positional argument: DP-SGD's hooks (Opacus) record every positional input of the head
+    logits = head(emb, labels) if weights is None else head(emb, labels, weights)
     return F.cross_entropy(logits, labels if weights is None else soft_targets(labels, weights, logits.shape[1]))
 
 
@@ -169,12 +172,16 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
                 labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
                 optimizer: torch.optim.Optimizer | None = None, progress: bool = False,
                 on_epoch: Callable[[int, float], None] | None = None, mixer: Mixer | None = None,
-                record: list[StepRecord] | None = None) -> TrainResult:
+                record: list[StepRecord] | None = None, accountant=None) -> TrainResult:
     """Train ``backbone`` + ``head`` (+ the protection's own parameters) on uint8 ``images`` with int ``labels``.
 
     ``mixer``: MixUp after the protection (``fedface.mixup.build_mixer``); the result then carries the k histogram
     and, adaptive, the policy's REINFORCE sum not applied here (what a federated client sends its server).
     ``record``: a list that receives one ``StepRecord`` per step (the ground truth attack experiments score against).
+    A protection with ``dp`` (``protect=dp_sgd``) trains with DP-SGD (``fedface.train.dp``): Poisson batches of
+    expected size ``batch_size`` instead of shuffled ones, per-example clipping and noise, no ``train.grad_clip``;
+    ``accountant`` (an Opacus RDP accountant, e.g. resumed from a client's earlier rounds) is stepped, else a fresh
+    one, and the result's ``dp`` holds epsilon.
     """
     n = len(labels)
     if n == 0:
@@ -186,36 +193,53 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
         params = [*backbone.parameters(), *head.parameters(), *protection.parameters()]
         optimizer = make_optimizer([p for p in params if p.requires_grad], cfg)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    dp, step_cfg = None, cfg
+    if protection.dp is not None:
+        from fedface.train.dp import DPSGD, check_compatible
+
+        check_compatible(protection.name, mixer.name if mixer is not None else "none", "group")
+        dp = DPSGD(protection.dp, backbone, head, optimizer, n, bs, generator, accountant)
+        optimizer, step_cfg = dp.optimizer, replace(cfg, grad_clip=0.0)  # the per-example clip replaces it
     backbone.train(), head.train(), protection.train()
     result, step, epoch, t0 = TrainResult(), 0, 0, time.perf_counter()
     k_counts = list(mixer.k_counts) if mixer is not None else []
     bar = _progress(total, progress)
-    while step < total:
-        order = torch.randperm(n, generator=generator)
-        losses = []
-        for start in range(0, per_epoch * bs, bs):
-            if step >= total:
-                break
-            idx = order[start : start + bs]
-            for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base * lr_factor(cfg, step, total)
-            try:
-                loss = train_step(backbone, head, protection, images[idx], labels[idx], optimizer, cfg, generator,
-                                  mixer, record)
-                if record is not None:
-                    record[-1].indices = idx.clone()
-            except NonFiniteLossError as err:
-                raise NonFiniteLossError(f"epoch {epoch} step {step}: {err}") from None
-            losses.append(loss.item())
-            step += 1
-            result.examples += len(idx)
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-        result.epoch_losses.append(sum(losses) / max(len(losses), 1))
-        if on_epoch is not None:
-            on_epoch(epoch, result.epoch_losses[-1])
-        epoch += 1
-    bar.close()
+    try:
+        while step < total:
+            order = torch.randperm(n, generator=generator) if dp is None else None
+            losses = []
+            for start in range(0, per_epoch * bs, bs):
+                if step >= total:
+                    break
+                idx = order[start : start + bs] if dp is None else dp.sample(generator)
+                for g, base in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = base * lr_factor(cfg, step, total)
+                if dp is not None and len(idx) == 0:
+                    dp.noise_step()
+                else:
+                    try:
+                        loss = train_step(backbone, head, protection, images[idx], labels[idx], optimizer, step_cfg,
+                                          generator, mixer, record)
+                        if record is not None:
+                            record[-1].indices = idx.clone()
+                    except NonFiniteLossError as err:
+                        raise NonFiniteLossError(f"epoch {epoch} step {step}: {err}") from None
+                    losses.append(loss.item())
+                if dp is not None:
+                    dp.stepped()
+                step += 1
+                result.examples += len(idx)
+                bar.update(1)
+                if losses:
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            result.epoch_losses.append(sum(losses) / max(len(losses), 1))
+            if on_epoch is not None:
+                on_epoch(epoch, result.epoch_losses[-1])
+            epoch += 1
+    finally:
+        bar.close()
+        if dp is not None:
+            dp.close()
     for g, base in zip(optimizer.param_groups, base_lrs):
         g["lr"] = base
     result.steps, result.seconds = step, time.perf_counter() - t0
@@ -223,6 +247,8 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
     if mixer is not None:
         result.k_histogram = {k: c - c0 for k, c, c0 in zip(mixer.ks, mixer.k_counts, k_counts)}
         result.policy_update = mixer.take_update()
+    if dp is not None:
+        result.dp = dp.report()
     return result
 
 
