@@ -52,11 +52,13 @@ PROTECTIONS: dict[str, list[str]] = {
     "obfuscator": ["protect=obfuscator", "mixup=none"],
     "peep": ["protect=peep", "mixup=none"],
     "instahide": ["protect=instahide", "mixup=none"],
+    # paper 003 on raw pixels, and stacked on PPFR-FD's masking (configs/protect/advface.yaml: protect.inner)
+    "advface": ["protect=advface", "protect.inner=none", "mixup=none"],
+    "ppfr_fd+advface": ["protect=advface", "protect.inner=ppfr_fd", "mixup=none"],
 }
 #: known names that are not built yet: a grid may list them; their records say why they are missing
 PROTECTIONS_LATER = {"dp_sgd": "lands with the DP-SGD / SecAgg baselines issue",
-                     "secagg": "lands with the DP-SGD / SecAgg baselines issue",
-                     "advface": "lands with the AdvFace baseline issue"}
+                     "secagg": "lands with the DP-SGD / SecAgg baselines issue"}
 ATTACKS = ("gradient", "learned")
 ATTACKS_LATER = {"model_inversion": "model inversion lands with issue 9"}
 #: bump when a cell's work changes in a way its config does not show (invalidates cached cells)

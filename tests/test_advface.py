@@ -165,3 +165,13 @@ def test_a_short_local_training_runs(data, fitted):
     res = train_local(net, head, fitted, data.images, data.labels, TrainConfig(steps=2, batch_size=8),
                       torch.Generator().manual_seed(0))
     assert res.steps == 2 and res.loss == res.loss
+
+
+def test_compare_grids_name_both_advface_rows():
+    from fedface.compare import PROTECTIONS, PROTECTIONS_LATER, check_grid
+    from fedface.config import compose_config, to_container
+
+    assert "advface" not in PROTECTIONS_LATER
+    check_grid(["advface", "ppfr_fd+advface"], ["learned"])
+    inner = {n: to_container(compose_config(PROTECTIONS[n]).protect)["inner"] for n in ("advface", "ppfr_fd+advface")}
+    assert inner == {"advface": "none", "ppfr_fd+advface": "ppfr_fd"}
