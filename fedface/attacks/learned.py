@@ -18,8 +18,9 @@ iterations, alpha, eps, total_eps, shadow budget) -- the white-box-ish assumptio
 "can access the clients' black-box feature extractor" (Sec. 3.2) -- but not the client's shadow decoder nor its faces.
 So ``attacker.fit(aux)`` trains the attacker's *own* shadow decoder on its auxiliary faces and its pairs carry PGD
 noise against that decoder (with its own key for a keyed inner protection): the decoder learns to read perturbed
-inputs, as paper 003's attacker would if it trained on adversarial features. PGD makes masking the pairs cost
-``iterations`` decoder forward/backward passes per batch.
+inputs. That is an adaptive attacker, stronger than paper 003's, which trains its network on clean features (eq. 1)
+and meets the perturbation only at test time. PGD makes masking the pairs cost ``iterations`` shadow-decoder
+forward/backward passes per batch.
 """
 from __future__ import annotations
 
