@@ -175,3 +175,11 @@ def test_compare_grids_name_both_advface_rows():
     check_grid(["advface", "ppfr_fd+advface"], ["learned"])
     inner = {n: to_container(compose_config(PROTECTIONS[n]).protect)["inner"] for n in ("advface", "ppfr_fd+advface")}
     assert inner == {"advface": "none", "ppfr_fd+advface": "ppfr_fd"}
+
+
+def test_the_shadow_fit_is_seeded_and_leaves_the_global_rng_alone(fitted, pixels):
+    state = torch.random.get_rng_state()
+    again = advface().fit(pixels)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for a, b in zip(again.shadow.state_dict().values(), fitted.shadow.state_dict().values()):
+        assert torch.equal(a, b)
