@@ -66,7 +66,7 @@ class ShadowConfig:
     """The shadow decoder S (paper 003 Sec. 4.2): the attacker's U-Net with the L1 loss, trained once per client."""
 
     size: int = 32          # S outputs size x size faces (the learned attack works at 64: 4x the cost of PGD)
-    width: int = 16         # U-Net width at full resolution (the attacker's default is 32; 16 keeps PGD cheap)
+    width: int = 16         # U-Net width at full resolution (as the learned attack's config, attack.decoder.width)
     steps: int = 300        # Adam steps in ``fit``
     batch_size: int = 32
     lr: float = 1.0e-3      # the paper uses 1e-4 over a full dataset; see the module docstring
