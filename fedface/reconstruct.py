@@ -250,6 +250,11 @@ def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torc
 
 def _label(protect_cfg: dict, mixup_cfg: dict) -> str:
     name = protect_cfg["name"]
+    if name == "advface":  # paper 003 stacked on an inner protection: name both, as compare's grid does
+        from fedface.protect.advface import inner_cfg
+
+        inner = inner_cfg(protect_cfg)["name"]
+        name = name if inner == "none" else f"{inner}+advface"
     return name if mixup_cfg.get("name", "none") == "none" else f"{name}+{mixup_cfg['name']}mixup"
 
 

@@ -12,6 +12,15 @@ MixUp (``mixup`` != none, and ``instahide``): row b of a mixed batch holds face 
 the largest expected weight, so its pair target is face b; for ``mixup=adaptive`` the attacker draws k uniformly in
 k_min..k_max (paper 001 Sec. 4.2 mixes "according to the statistical proportion" of k in training: the policy's
 k-histogram is not part of what the server keeps, uniform is the stated stand-in).
+
+AdvFace (``protect=advface``, paper 003): the attacker knows the algorithm and its whole config (inner protection,
+iterations, alpha, eps, total_eps, shadow budget) -- the white-box-ish assumption paper 003 makes of a server that
+"can access the clients' black-box feature extractor" (Sec. 3.2) -- but not the client's shadow decoder nor its faces.
+So ``attacker.fit(aux)`` trains the attacker's *own* shadow decoder on its auxiliary faces and its pairs carry PGD
+noise against that decoder (with its own key for a keyed inner protection): the decoder learns to read perturbed
+inputs. That is an adaptive attacker, stronger than paper 003's, which trains its network on clean features (eq. 1)
+and meets the perturbation only at test time. PGD makes masking the pairs cost ``iterations`` shadow-decoder
+forward/backward passes per batch.
 """
 from __future__ import annotations
 

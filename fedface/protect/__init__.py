@@ -73,7 +73,7 @@ def _load_builtin() -> None:
     """Import the modules that register the built-in protections (lazy: they import this module)."""
     import importlib
 
-    for module in ("fedface.protect.frequency", "fedface.protect.baselines"):
+    for module in ("fedface.protect.frequency", "fedface.protect.baselines", "fedface.protect.advface"):
         importlib.import_module(module)
 
 
