@@ -20,6 +20,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.central_dp import central_dp_clipping_mod
+from clients.secagg import secagg_mod
 from fedface.attacks.ground_truth import ground_truth_path
 from fedface.federation.client import ClientTask, client_seed
 from fedface.federation.node_data import NodeFolders
@@ -70,8 +71,10 @@ def _dp_history(context: Context) -> list[tuple[float, float, int]]:
     return list(zip(rec["noise"], rec["rate"], rec["steps"]))
 
 
-# federation.dp=client_fixed: flwr's fixedclipping_mod, only when the round config carries a clipping norm
-@app.train(mods=[central_dp_clipping_mod])
+# federation.secagg: flwr's secaggplus_mod, only on SecAgg+ messages (outermost: it turns the legacy FitIns into our
+# train message and our reply into its one masked vector); federation.dp=client_fixed: flwr's fixedclipping_mod, only
+# when the round config carries a clipping norm
+@app.train(mods=[secagg_mod, central_dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     task, cfg = _task(msg, context)
     round_cfg = msg.content[CONFIG]

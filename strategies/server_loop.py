@@ -17,10 +17,11 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
-from fedface.federation.central_dp import PRIVACY_AGAINST_SERVER, central_dp, dp_mode
+from fedface.federation.central_dp import PRIVACY_AGAINST_SERVER, central_dp
 from fedface.federation.checkpoint import (load_checkpoint, load_optimizer_arrays, optimizer_arrays, save_checkpoint,
                                            to_numpy)
-from fedface.federation.params import federated_state, nbytes
+from fedface.federation.params import federated_state, floats_only, nbytes
+from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
@@ -29,6 +30,7 @@ from fedface.protect import input_spec
 from strategies.central_dp import build_central_dp
 from strategies.records import from_record, to_record
 from strategies.malicious import MaliciousFedFaceAvg
+from strategies.secagg import SecAggRound
 from strategies.strategy import FedFaceAvg
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def initial_model(cfg: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str,
     head = build_head(cfg["model"], backbone.embedding_size, int(fed["num_classes"]))
     epochs = int(fed.get("pretrain", {}).get("epochs", 0))
     facts = pretrain_public(cfg, backbone, epochs) if epochs > 0 else None
-    return federated_state(backbone, head, fed["head"], fed["bn"], floats_only=dp_mode(fed) != "none"), facts
+    return federated_state(backbone, head, fed["head"], fed["bn"], floats_only=floats_only(fed)), facts
 
 
 def build_policy(cfg: dict[str, Any]) -> tuple[PolicyNet | None, torch.optim.Optimizer | None, MixupConfig]:
@@ -94,6 +96,9 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                                "malicious_weights": bool(getattr(strategy, "malicious_weights", False))}
     if dp is not None:  # the server adds the noise after seeing every update: say so wherever results are read
         results.update(central_dp=dp.describe(), privacy_against_server=PRIVACY_AGAINST_SERVER)
+    secagg = secagg_settings(fed)  # federation.secagg: train rounds through flwr's SecAgg+ (strategies.secagg)
+    if secagg is not None:
+        results.update(secagg=secagg.describe(), per_client_attacks=PER_CLIENT_UNAVAILABLE)
     start = 1
     ckpt_dir = run_dir / "checkpoint"
     ckpt = load_checkpoint(ckpt_dir) if fed.get("resume") else None
@@ -111,6 +116,15 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     results["preflight"] = strategy.preflight(grid, list(input_spec(cfg["protect"]).shape),
                                               float(fed["round_timeout"]), int(fed["num_clients"]))
     results["mixup_k"] = list(mcfg.ks) if mcfg.name != "none" else []
+    secure = None
+    if secagg is not None:
+        largest = int(results["preflight"]["max_examples"])
+        max_weight = float(secagg.max_weight or largest)
+        if largest > max_weight:  # a weight n_i / max_weight above 1 may overflow the modulus (secaggplus_mod.py:443)
+            raise ValueError(f"federation.secagg_params.max_weight={max_weight:g} is below the largest shard "
+                             f"({largest} examples): raise it or set it to null")
+        results["secagg"]["max_weight"] = max_weight
+        secure = SecAggRound(strategy, secagg, max_weight, len(results["mixup_k"]), float(fed["round_timeout"]))
     writer = _tensorboard(run_dir)
     for rnd in range(start, int(fed["rounds"]) + 1):
         t0 = time.perf_counter()
@@ -118,9 +132,12 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         train_cfg = ConfigRecord({"lr": round_lr(cfg, rnd), "schedule": "constant",
                                   "epochs": int(fed["local_epochs"]),
                                   **({"steps": int(fed["local_steps"])} if fed.get("local_steps") else {})})
-        messages = strategy.configure_train(rnd, to_record(arrays), train_cfg, grid)
-        replies = grid.send_and_receive(messages, timeout=float(fed["round_timeout"]))
-        new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+        if secure is None:
+            messages = strategy.configure_train(rnd, to_record(arrays), train_cfg, grid)
+            replies = grid.send_and_receive(messages, timeout=float(fed["round_timeout"]))
+            new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+        else:  # SecAgg+: the server never holds a reply's update, only the unmasked aggregate
+            new_arrays, train_metrics = secure.round(grid, rnd, arrays, train_cfg)
         if new_arrays is not None:
             arrays = from_record(new_arrays)
         record = {"round": rnd, **strategy.last_round, "seconds": 0.0,

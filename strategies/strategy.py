@@ -20,6 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
+from fedface.federation.secagg import SecureSum
 from fedface.mixup import PolicyUpdate, server_step
 from strategies.records import ARRAYS, CONFIG, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, record_bytes, to_record
 
@@ -94,6 +95,22 @@ class FedFaceAvg(FedAvg):
                                         self.baseline, self.baseline_momentum)
         return arrays, metrics
 
+    def aggregate_secure(self, server_round: int, secure: SecureSum, nodes: list[int], facts: dict[str, Any]
+                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """``federation.secagg``: the round's SecAgg+ aggregate instead of replies (``strategies.secagg``): the new
+        global arrays (= FedAvg), the clients' summed policy update and the weighted train loss. ``nodes``: the node
+        ids whose vectors are in the sum."""
+        self.last_round.update(received=len(nodes), failed=[], bytes_received=facts["bytes_received"],
+                               k_counts=secure.k_counts, secagg=facts)
+        if len(nodes) < self.min_train_nodes:
+            log.warning("round %d: %d SecAgg+ contributions, fewer than federation.min_train_nodes=%d: global model "
+                        "kept", server_round, len(nodes), self.min_train_nodes)
+            return None, None
+        if self.policy is not None and secure.policy_update is not None:
+            self.baseline = server_step(self.policy, self.policy_optimizer, [secure.policy_update], self.baseline,
+                                        self.baseline_momentum)
+        return to_record(secure.arrays), MetricRecord({"train_loss": secure.train_loss})
+
     def _take_policy_update(self, reply: Message) -> PolicyUpdate | None:
         """Remove the policy update from ``reply`` (so FedAvg sees one ArrayRecord) and decode it."""
         if POLICY_UPDATE not in reply.content:
@@ -133,7 +150,8 @@ class FedFaceAvg(FedAvg):
         if problems:
             raise RuntimeError("pre-flight check failed before round 1:\n  " + "\n  ".join(problems))
         self.evaluators.sort()
-        return {"nodes": len(examples), "examples": sum(examples.values()), "evaluators": len(self.evaluators)}
+        return {"nodes": len(examples), "examples": sum(examples.values()), "max_examples": max(examples.values()),
+                "evaluators": len(self.evaluators)}
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

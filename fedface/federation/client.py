@@ -20,8 +20,7 @@ import torch
 from fedface.attacks.ground_truth import save_ground_truth
 from fedface.eval import evaluate
 from fedface.federation.node_data import NodeFolders, own_data, shard_data
-from fedface.federation.central_dp import dp_mode
-from fedface.federation.params import check_modes, federated_state, load_federated_state
+from fedface.federation.params import check_modes, federated_state, floats_only, load_federated_state
 from fedface.mixup import PolicyUpdate, build_mixer
 from fedface.models import build_backbone, build_head
 from fedface.protect import build_protection
@@ -54,7 +53,7 @@ class ClientTask:
         fed = cfg["federation"]
         self.head_mode, self.bn_mode = fed["head"], fed["bn"]
         check_modes(self.head_mode, self.bn_mode)
-        self.floats_only = dp_mode(fed) != "none"  # central DP: integer buffers stay here (federation.central_dp)
+        self.floats_only = floats_only(fed)  # central DP, SecAgg+: integer buffers stay here (federation.params)
         node = own_data(cfg, folders) if folders else shard_data(cfg, partition_id, num_partitions, data_root)
         self.images, self.labels, num_classes = node.images, node.labels, node.num_classes
         self.data, self.table = node.eval_data, node.table

@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from fedface.federation.central_dp import dp_mode
 
 HEAD_MODES = ("shared", "local")
 BN_MODES = ("federated", "local")
@@ -41,6 +44,13 @@ def federated_state(backbone: nn.Module, head: nn.Module, head_mode: str = "shar
     if floats_only:
         state = {k: v for k, v in state.items() if v.is_floating_point()}
     return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
+
+
+def floats_only(fed: Mapping[str, Any]) -> bool:
+    """Only floating-point arrays travel under central DP (``federation.central_dp``: Flower's clipping cannot scale
+    integer buffers) and under SecAgg+ (``federation.secagg``: the delta of ``num_batches_tracked`` is the local step
+    count, beyond the quantiser's clipping range); integer buffers then stay on the client."""
+    return dp_mode(fed) != "none" or bool(fed.get("secagg", False))
 
 
 def load_federated_state(backbone: nn.Module, head: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:

@@ -12,6 +12,7 @@ from fedface.data.shards import make_shards
 from fedface.data.sources import load_configured
 from fedface.federation.central_dp import central_dp
 from fedface.federation.params import check_modes
+from fedface.federation.secagg import secagg_settings
 from fedface.mixup import build_mixer
 from fedface.protect import input_spec
 from fedface.train.dp import check_config as check_dp
@@ -34,6 +35,10 @@ def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
     if not 1 <= int(fed["min_train_nodes"]) <= n:
         raise ValueError(f"federation.min_train_nodes={fed['min_train_nodes']} must be in [1, num_clients={n}]")
     central_dp(fed)  # unknown federation.dp / bad federation.dp_params fail here
+    if secagg_settings(fed) is not None and plain.get("attack", {}).get("name") == "imprint":
+        raise ValueError("federation.secagg=true with attack=imprint: the trap reads one client's individual update, "
+                         "which SecAgg+ never reveals (an imprint on the aggregate is not wired); use attack=gradient "
+                         "or attack=inversion")
     spec = input_spec(plain["protect"])  # unknown protection / bad protection config fails here
     check_dp(plain)  # protect=dp_sgd with mixup or BatchNorm fails here
     AttackConfig.from_cfg(plain.get("attack", {"name": "none"}))  # unknown attack key fails here
