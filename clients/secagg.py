@@ -12,8 +12,8 @@ update could not travel beside it. This mod translates: FitIns -> our ordinary t
 ``fedface.federation.secagg`` (model deltas, policy update / n, scalars). The FitRes metrics travel in clear: they hold
 only this client's count of entries the quantiser clips. Its ``num_examples`` is the SecAgg+ weight (also in clear).
 
-The quantiser rounds stochastically with numpy's global generator (flwr/common/secure_aggregation/quantization.py:23-31):
-it is seeded per client and round here (one seed -> one result) and restored afterwards.
+The quantiser rounds stochastically with numpy's global generator (flwr/common/secure_aggregation/quantization.py:
+23-31): it is seeded per client and round here (one seed -> one result) and restored afterwards.
 """
 from __future__ import annotations
 

@@ -98,8 +98,8 @@ class SecAggRound(LegacyFedAvg):
         """Receives only the unmasked weighted mean, set as the parameters of every result (secaggplus_workflow.py:
         652-656); per result, the node id, its reported num_examples and its clipped-entry count (clear metrics)."""
         mean = parameters_to_ndarrays(results[0][1].parameters)
-        self._mean = (mean, sum(int(r.num_examples) for _, r in results),
-                      sorted(int(p.node_id) for p, _ in results), sum(int(r.metrics.get(CLIPPED, 0)) for _, r in results))
+        self._mean = (mean, sum(int(r.num_examples) for _, r in results), sorted(int(p.node_id) for p, _ in results),
+                      sum(int(r.metrics.get(CLIPPED, 0)) for _, r in results))
         return None, {}
 
 
