@@ -64,9 +64,13 @@ PROTECTIONS: dict[str, list[str]] = {
     # paper 003 on raw pixels, and stacked on PPFR-FD's masking (configs/protect/advface.yaml: protect.inner)
     "advface": ["protect=advface", "protect.inner=none", "mixup=none"],
     "ppfr_fd+advface": ["protect=advface", "protect.inner=ppfr_fd", "mixup=none"],
+    # SecAgg+ (fedface.federation.secagg): the server receives only the aggregate -- its attacks run on the aggregate;
+    # and masking + adaptive MixUp with the policy update summed through SecAgg+ as well
+    "secagg": ["protect=none", "mixup=none", "federation.secagg=true"],
+    "ppfr_fd+adamixup+secagg": ["protect=ppfr_fd", "mixup=adaptive", "federation.secagg=true"],
 }
 #: known names that are not built yet: a grid may list them; their records say why they are missing
-PROTECTIONS_LATER = {"secagg": "lands with the DP-SGD / SecAgg baselines issue"}
+PROTECTIONS_LATER: dict[str, str] = {}
 ATTACKS = ("gradient", "learned", "model_inversion")
 ATTACKS_LATER: dict[str, str] = {}
 #: bump when a cell's work changes in a way its config does not show (invalidates cached cells)
@@ -78,11 +82,17 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 
 
 def threat_note(protection: str) -> str | None:
-    """The label of a protection that does not protect against the grid's attacker (the server): central DP."""
+    """The label of a protection whose rows mean something else against the grid's attacker (the server): central DP
+    (no protection against it) and SecAgg+ (it sees only the aggregate: its attacks ran on the aggregate)."""
     from fedface.federation.central_dp import THREAT_NOTE
+    from fedface.federation.secagg import THREAT_NOTE as SECAGG_NOTE
 
-    dp = [o for o in PROTECTIONS.get(protection, []) if o.startswith("federation.dp=")]
-    return THREAT_NOTE if dp and dp[-1] != "federation.dp=none" else None
+    overrides = PROTECTIONS.get(protection, [])
+    dp = [o for o in overrides if o.startswith("federation.dp=")]
+    if dp and dp[-1] != "federation.dp=none":
+        return THREAT_NOTE
+    secagg = [o for o in overrides if o.startswith("federation.secagg=")]
+    return SECAGG_NOTE if secagg and secagg[-1] == "federation.secagg=true" else None
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -107,8 +117,9 @@ def check_grid(protections: list[str], attacks: list[str]) -> None:
     known_p = [*PROTECTIONS, *PROTECTIONS_LATER]
     bad = [p for p in protections if p not in known_p]
     if bad:
+        later = f" (not built yet: {', '.join(PROTECTIONS_LATER)})" if PROTECTIONS_LATER else ""
         raise ValueError(f"compare.protections: unknown {', '.join(map(repr, bad))}; known: {', '.join(PROTECTIONS)}"
-                         f" (not built yet: {', '.join(PROTECTIONS_LATER)})")
+                         f"{later}")
     known_a = [*ATTACKS, *ATTACKS_LATER]
     bad = [a for a in attacks if a not in known_a]
     if bad:

@@ -58,9 +58,10 @@ def test_unknown_protection_or_attack_fails_before_anything_runs(tmp_path, capsy
 
 def test_known_but_unbuilt_entries_are_recorded_not_dropped(tmp_path, monkeypatch):
     monkeypatch.setattr(compare, "_execute", _fake_execute)
-    res = compare.run_compare(_args(tmp_path, "compare.protections=[none,ppfr_fd,secagg]"))
+    monkeypatch.setattr(compare, "PROTECTIONS_LATER", {"unbuilt": "lands with a later issue"})
+    res = compare.run_compare(_args(tmp_path, "compare.protections=[none,ppfr_fd,unbuilt]"))
     validate(res)
-    dp = [r for r in res["records"] if r["protection"] == "secagg"]
+    dp = [r for r in res["records"] if r["protection"] == "unbuilt"]
     assert dp and {r["status"] for r in dp} == {"unavailable"}
     html = (tmp_path / "out" / "report.html").read_text()
     assert dp[0]["error"] in html
