@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from fedface.attacks.inversion import attack_observation
 from fedface.attacks.scoring import attack_and_score, policy_channel_and_score
 from fedface.attacks.threat import AttackConfig, Observation
+from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, SecureSum
 from strategies.records import ARRAYS, METRICS, POLICY_UPDATE, from_record
 from strategies.strategy import FedFaceAvg
 
@@ -75,6 +76,38 @@ class MaliciousFedFaceAvg(FedFaceAvg):
             self.last_round["attacks"] = attacks
         return arrays, metrics
 
+    # --- federation.secagg: the round's aggregate is all the server gets (strategies/secagg.py) ---
+    def aggregate_secure(self, server_round: int, secure: SecureSum, nodes: list[int], facts: dict[str, Any]
+                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        attacks = self._attack_aggregate(server_round, secure, nodes) if self.attack.attacks_round(server_round) \
+            else []
+        arrays, metrics = super().aggregate_secure(server_round, secure, nodes, facts)
+        if attacks:
+            self.last_round["attacks"] = attacks
+        return arrays, metrics
+
+    def _attack_aggregate(self, server_round: int, secure: SecureSum, nodes: list[int]) -> list[dict[str, Any]]:
+        """The configured attacks on the aggregate, as on one big client: gradient inversion of the mean update,
+        read to first order as ``steps`` (each client's mean) local steps on batches of ``len(nodes)`` x the batch
+        size over all ``N`` examples (the mean of k clients' steps averages k batches' gradients); model inversion of
+        the aggregated head. Per-client attacks are recorded as unavailable."""
+        out = [{"node": None, "attack": self.attack.name, "threat": "server", "target": "each client",
+                "skipped": PER_CLIENT_UNAVAILABLE}]
+        train = {**self.run_config["train"], "batch_size": int(self.run_config["train"]["batch_size"]) * len(nodes)}
+        run_config = {**self.run_config, "train": train}
+        update = secure.policy_update
+        names = [] if self.policy is None else [k for k, _ in self.policy.named_parameters()]
+        obs = Observation(
+            node="aggregate", server_round=server_round, sent=self._sent, returned=secure.arrays, lr=self._lr,
+            steps=round(secure.steps / max(len(nodes), 1)), num_examples=secure.total_examples,
+            policy_update=None if update is None else {n: g.numpy() for n, g in zip(names, update.grads)},
+            policy_sent=self._policy_sent, k_counts=list(secure.k_counts), members=list(nodes))
+        out += self._attack_observation(server_round, obs, run_config)
+        for a in out[1:]:
+            a["members"] = list(nodes)
+        return out
+    # --- end federation.secagg ---
+
     def observe(self, server_round: int, reply: Message) -> Observation:
         """What the server saw of one client this round (copies; the reply itself is not touched)."""
         m = reply.content[METRICS]
@@ -90,26 +123,32 @@ class MaliciousFedFaceAvg(FedFaceAvg):
         ok = sorted((r for r in replies if not r.has_error()), key=lambda r: r.metadata.src_node_id)
         out = []
         for reply in ok[: self.attack.max_clients]:
-            obs = self.observe(server_round, reply)
-            if self.attack.name == "inversion":  # model inversion of this client's returned weights
-                try:
-                    out.append(attack_observation(obs, self.run_config, self.attack.inversion,
-                                                  self.attack.identities, self.run_dir))
-                except Exception as err:  # an attack must never stop the federation
-                    log.warning("round %d: inversion of node %d failed: %s", server_round, obs.node, err)
-                    out.append({"node": obs.node, "attack": "inversion", "threat": "server",
-                                "skipped": f"{type(err).__name__}: {err}"})
-                continue
+            out += self._attack_observation(server_round, self.observe(server_round, reply), self.run_config)
+        return out
+
+    def _attack_observation(self, server_round: int, obs: Observation, run_config: dict[str, Any]
+                            ) -> list[dict[str, Any]]:
+        """The configured attacks on one observation (a client's reply, or a SecAgg+ aggregate)."""
+        out = []
+        if self.attack.name == "inversion":  # model inversion of the returned weights
+            try:
+                out.append(attack_observation(obs, run_config, self.attack.inversion, self.attack.identities,
+                                              self.run_dir))
+            except Exception as err:  # an attack must never stop the federation
+                log.warning("round %d: inversion of node %s failed: %s", server_round, obs.node, err)
+                out.append({"node": obs.node, "attack": "inversion", "threat": "server",
+                            "skipped": f"{type(err).__name__}: {err}"})
+        else:
             for threat in self.attack.threat_models():
                 try:
-                    out.append(attack_and_score(obs, self.run_config, self.attack, threat, self.run_dir))
+                    out.append(attack_and_score(obs, run_config, self.attack, threat, self.run_dir))
                 except Exception as err:  # an attack must never stop the federation
-                    log.warning("round %d: attack %s on node %d failed: %s", server_round, threat.label, obs.node,
+                    log.warning("round %d: attack %s on node %s failed: %s", server_round, threat.label, obs.node,
                                 err)
                     out.append({"node": obs.node, "attack": "gradient", "threat": threat.label,
                                 "skipped": f"{type(err).__name__}: {err}"})
             if obs.policy_update is not None:
-                out.append(policy_channel_and_score(obs, self.run_config, self.attack, self.run_dir))
+                out.append(policy_channel_and_score(obs, run_config, self.attack, self.run_dir))
         for a in out:
             if "skipped" in a:
                 log.info("round %d: %s attack (%s) on node %s skipped: %s", server_round, a["attack"], a["threat"],

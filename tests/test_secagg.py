@@ -14,7 +14,7 @@ from clients.secagg import CLIPPED
 from fedface.config import compose_config
 from fedface.federation.checkpoint import load_checkpoint
 from fedface.federation.client import ClientTask
-from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE
+from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.setup import prepare_federation
 from fedface.mixup import merge_updates
 from strategies.records import METRICS, POLICY_UPDATE
@@ -126,3 +126,63 @@ def test_bad_secagg_configs_fail_naming_the_key(tmp_path):
         prepare("attack=imprint")
     with pytest.raises(ValueError, match="federation.secagg_params.max_weight=2 is below the largest shard"):
         _run(tmp_path, ["federation.secagg=true", "federation.secagg_params.max_weight=2"])
+
+
+# ------------------------------------------------------------------------------ the malicious server on the aggregate
+ATTACK = ["attack.max_clients=1", "attack.threats=[{}]", "federation.local_steps=2",
+          "train.batch_size=4", "federation.head=shared", "federation.secagg=true"]
+
+
+def test_malicious_server_attacks_the_aggregate_and_records_per_client_attacks_unavailable(tmp_path, monkeypatch):
+    from fedface.attacks.ground_truth import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "ground_truth"))  # the clients record what they trained on
+    res, _ = _run(tmp_path, ["attack=gradient", "attack.gradient.iterations=5", *ATTACK, *MASKED, "federation.rounds=2", "attack.max_rounds=2"])
+    attacks = res["rounds"][1]["attacks"]  # round 2: the policy update is non-zero (a baseline exists)
+    assert attacks[0]["skipped"] == PER_CLIENT_UNAVAILABLE and attacks[0]["target"] == "each client"
+    on_sum = [a for a in attacks if a["node"] == "aggregate"]
+    assert {a["attack"] for a in on_sum} == {"gradient", "policy"}
+    nodes = sorted(LocalGrid(None, 3).contexts)
+    for a in on_sum:
+        assert a["members"] == nodes and "skipped" not in a, a
+        assert "masked" in a["scores"]  # scored against the union of the members' recorded inputs
+    assert (tmp_path / "attacks" / "round-2" / "node-aggregate" / "server.json").exists()
+
+
+def test_model_inversion_of_the_aggregated_head_under_secagg(tmp_path):
+    res, _ = _run(tmp_path, ["attack=inversion", *ATTACK, "attack.identities=2", "attack.inversion.steps=3"])
+    attacks = res["rounds"][0]["attacks"]
+    assert attacks[0]["skipped"] == PER_CLIENT_UNAVAILABLE
+    (inv,) = [a for a in attacks if a["node"] == "aggregate"]
+    assert inv["attack"] == "inversion" and len(inv["rows"]) == 2 and "centre_cos_mean" in inv
+
+
+# ------------------------------------------------------------------------------------------------- compare grid
+def test_compare_grid_runs_secagg_cells_labelled_on_every_table(tmp_path, monkeypatch):
+    from fedface import compare
+    from fedface.federation.secagg import THREAT_NOTE
+    from fedface.report.schema import validate
+
+    seen = []
+
+    def execute(cell):  # stand-in for the cell's federation: records what each cell was configured with
+        fed = cell["federation"]
+        seen.append((cell["protection"], fed["federation"]["secagg"], fed["mixup"]["name"]))
+        secagg_settings(fed["federation"])  # the demo federation (2 clients) is one SecAgg+ accepts
+        rounds = [{"round": 1, "accuracy": 0.6, "train_loss": 1.0, "bytes_sent": 1000, "bytes_received": 1000,
+                   "attacks": [{"attack": "gradient", "threat": "server", "skipped": None, "node": "aggregate",
+                                "scores": {"masked": {"psnr": 20.0, "ssim": 0.5}}}]}]
+        return {"rounds": rounds, "status": "done"}, None
+
+    monkeypatch.setattr(compare, "_execute", execute)
+    assert compare.PROTECTIONS_LATER == {}
+    res = compare.run_compare(["experiment=demo", *SMALL, "federation.num_clients=2", "train.batch_size=4",
+                               "compare.protections=[none,secagg,ppfr_fd+adamixup+secagg]",
+                               "compare.attacks=[gradient]", f"compare.out={tmp_path / 'out'}"])
+    validate(res)
+    assert sorted(seen) == [("none", False, "none"), ("ppfr_fd+adamixup+secagg", True, "adaptive"),
+                            ("secagg", True, "none")]
+    notes = {s["protection"]: s.get("threat_note") for s in res["summary"]}
+    assert notes == {"none": None, "secagg": THREAT_NOTE, "ppfr_fd+adamixup+secagg": THREAT_NOTE}
+    text = (tmp_path / "out" / "table.md").read_text()
+    assert f"secagg ({THREAT_NOTE})" in text and f"ppfr_fd+adamixup+secagg ({THREAT_NOTE})" in text

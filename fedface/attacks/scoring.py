@@ -8,6 +8,7 @@ image could be formed; each next to the mean-face floor of the attacker's auxili
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -86,8 +87,17 @@ def _out_dir(obs: Observation, run_dir: Path) -> Path:
 
 
 def _records(obs: Observation, run_dir: Path) -> list[StepRecord] | None:
-    gt_file = ground_truth_path(obs.server_round, obs.node, ground_truth_dir(run_dir))
-    return load_ground_truth(gt_file)[0] if gt_file is not None and gt_file.exists() else None
+    """The observed client's recorded steps; for a SecAgg+ aggregate, every member's (shard indices offset so that
+    two clients' images stay distinct)."""
+    out, offset = [], 0
+    for node in obs.members or [obs.node]:
+        gt_file = ground_truth_path(obs.server_round, node, ground_truth_dir(run_dir))
+        if gt_file is None or not gt_file.exists():
+            return None
+        records = load_ground_truth(gt_file)[0]
+        out += [dataclasses.replace(r, indices=r.indices + offset) for r in records]
+        offset += 1 + max(int(r.indices.max()) for r in records)
+    return out
 
 
 def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatModel

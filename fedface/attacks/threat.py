@@ -54,6 +54,9 @@ class Observation:
     policy_update: dict[str, np.ndarray] | None = None  # sum (r - b) grad log pi(k), with mixup=adaptive
     policy_sent: dict[str, np.ndarray] | None = None  # the policy weights the server sent (its own network)
     k_counts: list[int] = field(default_factory=list)
+    # SecAgg+ (federation.secagg): the observation is the round's aggregate of these nodes (``node`` = "aggregate"):
+    # ``returned`` = sent + the weighted mean update, ``policy_update`` the clients' summed one
+    members: list[int] = field(default_factory=list)
 
     @property
     def has_head(self) -> bool:

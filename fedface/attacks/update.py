@@ -33,6 +33,8 @@ def attack_update(obs: Observation, run_cfg: Mapping[str, Any], icfg: InversionC
     """Gradient inversion of ``obs``; returns the reconstruction and facts (label inference, plan, assumptions)."""
     if obs.steps < 1 or not obs.returned:
         raise Skip(f"node {obs.node}: the reply carries no update (steps={obs.steps})")
+    if threat.knows_seed and obs.members:
+        raise Skip("knows_seed replays one client's steps in order; a SecAgg+ aggregate is several clients' at once")
     if (threat.knows_seed or threat.knows_labels) and structure is None:
         raise Skip(f"node {obs.node}: {threat.label} needs the client's recorded steps (ground truth not recorded)")
     spec = input_spec(run_cfg["protect"])
