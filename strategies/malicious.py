@@ -5,6 +5,10 @@ policy update and metrics, and its own run config. It never reads client objects
 client-side ground truth (``fedface.attacks.ground_truth``) is read by the scorer only -- and by the labelled
 ``knows_seed`` / ``knows_labels`` upper bounds, for labels and MixUp structure. Training is not changed: attacks run
 on copies, then the honest aggregation runs on the untouched replies.
+
+Under ``federation.secagg`` there is no reply to read: ``aggregate_secure`` gets only the round's aggregate
+(``strategies/secagg.py``), records the per-client attacks as unavailable by construction and runs the configured
+attack on the aggregate instead.
 """
 from __future__ import annotations
 
@@ -77,11 +81,11 @@ class MaliciousFedFaceAvg(FedFaceAvg):
         return arrays, metrics
 
     # --- federation.secagg: the round's aggregate is all the server gets (strategies/secagg.py) ---
-    def aggregate_secure(self, server_round: int, secure: SecureSum, nodes: list[int], facts: dict[str, Any]
-                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_secure(self, server_round: int, secure: SecureSum, nodes: list[int], failed: list[dict[str, Any]],
+                         facts: dict[str, Any]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         attacks = self._attack_aggregate(server_round, secure, nodes) if self.attack.attacks_round(server_round) \
             else []
-        arrays, metrics = super().aggregate_secure(server_round, secure, nodes, facts)
+        arrays, metrics = super().aggregate_secure(server_round, secure, nodes, failed, facts)
         if attacks:
             self.last_round["attacks"] = attacks
         return arrays, metrics

@@ -45,6 +45,7 @@ class SecAggRound(LegacyFedAvg):
         self.timeout = timeout
         self._fitins: list[tuple[GridClientProxy, FitIns]] = []
         self._mean: tuple[list[np.ndarray], int, list[int], int] | None = None
+        self._failures: list[str] = []
 
     def round(self, grid: Grid, server_round: int, arrays: dict[str, np.ndarray], config: ConfigRecord
               ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -60,19 +61,20 @@ class SecAggRound(LegacyFedAvg):
         context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=state, run_config={}),
                                 strategy=self)
         counting = _CountingGrid(grid)
-        self._mean = None
+        self._mean, self._failures = None, []
         workflow(counting, context)
         facts = {"bytes_received": counting.received, "protocol_seconds": time.perf_counter() - t0,
                  "max_weight": self.max_weight}
+        failed = [{"node": None, "reason": f} for f in self._failures]  # flwr keeps no node id with a failure
         if self._mean is None:
-            self.strategy.last_round.update(received=0, failed=[], secagg={**facts, "halted": (
+            self.strategy.last_round.update(received=0, failed=failed, secagg={**facts, "halted": (
                 "SecAgg+ halted (too few clients answered a stage; see the log): global model kept")})
             return None, None
         mean, total, nodes, clipped = self._mean
         secure = decode(self._layout(arrays), mean, total, arrays)
         facts.update(clipped=clipped, quantisation_bound=s.quantisation_bound(len(nodes), total, self.max_weight),
                      total_examples=total)
-        return self.strategy.aggregate_secure(server_round, secure, nodes, facts)
+        return self.strategy.aggregate_secure(server_round, secure, nodes, failed, facts)
 
     def _layout(self, sent: dict[str, np.ndarray]) -> Layout:
         policy = [] if self.strategy.policy is None else [k for k, _ in self.strategy.policy.named_parameters()]
@@ -98,6 +100,8 @@ class SecAggRound(LegacyFedAvg):
         """Receives only the unmasked weighted mean, set as the parameters of every result (secaggplus_workflow.py:
         652-656); per result, the node id, its reported num_examples and its clipped-entry count (clear metrics)."""
         mean = parameters_to_ndarrays(results[0][1].parameters)
+        # flwr lists an error reply of the masked-vector stage twice (secaggplus_workflow.py:517-519, :533-535)
+        self._failures = list(dict.fromkeys(str(f) for f in failures))
         self._mean = (mean, sum(int(r.num_examples) for _, r in results), sorted(int(p.node_id) for p, _ in results),
                       sum(int(r.metrics.get(CLIPPED, 0)) for _, r in results))
         return None, {}

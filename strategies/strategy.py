@@ -95,12 +95,14 @@ class FedFaceAvg(FedAvg):
                                         self.baseline, self.baseline_momentum)
         return arrays, metrics
 
-    def aggregate_secure(self, server_round: int, secure: SecureSum, nodes: list[int], facts: dict[str, Any]
-                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_secure(self, server_round: int, secure: SecureSum, nodes: list[int], failed: list[dict[str, Any]],
+                         facts: dict[str, Any]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """``federation.secagg``: the round's SecAgg+ aggregate instead of replies (``strategies.secagg``): the new
         global arrays (= FedAvg), the clients' summed policy update and the weighted train loss. ``nodes``: the node
-        ids whose vectors are in the sum."""
-        self.last_round.update(received=len(nodes), failed=[], bytes_received=facts["bytes_received"],
+        ids whose vectors are in the sum; ``failed``: the protocol's failures (no individual update in them)."""
+        for f in failed:
+            log.warning("round %d: SecAgg+ failure: %s", server_round, f["reason"])
+        self.last_round.update(received=len(nodes), failed=failed, bytes_received=facts["bytes_received"],
                                k_counts=secure.k_counts, secagg=facts)
         if len(nodes) < self.min_train_nodes:
             log.warning("round %d: %d SecAgg+ contributions, fewer than federation.min_train_nodes=%d: global model "

@@ -110,6 +110,17 @@ def test_policy_gradient_sum_through_secagg_equals_the_sum_of_client_updates(tmp
     assert any(float(g.abs().max()) > 0 for g in secure[1][0].grads)  # round 2 has a baseline: a real gradient
 
 
+def test_a_client_dropping_out_is_unmasked_from_the_others_shares(tmp_path):
+    """flwr's SecAgg+ recovers a dropped client's pairwise masks from its neighbours' shares; too many drops halt
+    the round and the global model is kept (seeded injected failures: round 2 loses two nodes, round 3 one)."""
+    res, _ = _run(tmp_path, ["federation.secagg=true", "federation.failure_prob=0.4", "federation.rounds=3"])
+    r1, r2, r3 = res["rounds"]
+    assert r1["received"] == 3 and not r1["failed"]
+    assert r2["received"] == 0 and "halted" in r2["secagg"] and r2["train_loss"] is None
+    assert r3["received"] == 2 and len(r3["failed"]) == 1 and "InjectedFailure" in r3["failed"][0]["reason"]
+    assert r3["secagg"]["total_examples"] < r1["secagg"]["total_examples"]
+
+
 def test_bad_secagg_configs_fail_naming_the_key(tmp_path):
     def prepare(*extra):
         return prepare_federation(compose_config([*SMALL, f"run.dir={tmp_path}", "federation.secagg=true", *extra]))
@@ -137,7 +148,8 @@ def test_malicious_server_attacks_the_aggregate_and_records_per_client_attacks_u
     from fedface.attacks.ground_truth import ENV_VAR
 
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "ground_truth"))  # the clients record what they trained on
-    res, _ = _run(tmp_path, ["attack=gradient", "attack.gradient.iterations=5", *ATTACK, *MASKED, "federation.rounds=2", "attack.max_rounds=2"])
+    res, _ = _run(tmp_path, ["attack=gradient", "attack.gradient.iterations=5", *ATTACK, *MASKED, "federation.rounds=2",
+                             "attack.max_rounds=2"])
     attacks = res["rounds"][1]["attacks"]  # round 2: the policy update is non-zero (a baseline exists)
     assert attacks[0]["skipped"] == PER_CLIENT_UNAVAILABLE and attacks[0]["target"] == "each client"
     on_sum = [a for a in attacks if a["node"] == "aggregate"]
