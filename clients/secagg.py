@@ -31,12 +31,8 @@ from flwr.compat.common import recorddict_compat as compat
 from fedface.federation.client import client_seed
 from fedface.federation.secagg import Layout, client_vector
 from fedface.mixup import PolicyUpdate
-from strategies.records import ARRAYS, CONFIG, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, from_record, to_record
-
-#: keys of the FitIns config that describe the flattened instruction (strategies/secagg.py writes them)
-LAYOUT, NAMES = "secagg-layout", "secagg-names"
-#: the FitRes metric: entries of this client's vector clipped by the quantiser
-CLIPPED = "secagg-clipped"
+from strategies.records import (ARRAYS, CONFIG, METRICS, POLICY_UPDATE, RUN_CONFIG, SECAGG_CLIPPED, SECAGG_LAYOUT,
+                                SECAGG_NAMES, from_record, to_record)
 
 
 def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -46,7 +42,8 @@ def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
     def train(m: Message, ctx: Context) -> Message:  # the masked-vector stage: our train handler as a legacy fit
         fitins = compat.recorddict_to_fitins(m.content, keep_input=True)
         config = dict(fitins.config)
-        layout, names = Layout.from_json(str(config.pop(LAYOUT))), json.loads(str(config.pop(NAMES)))
+        layout = Layout.from_json(str(config.pop(SECAGG_LAYOUT)))
+        names = json.loads(str(config.pop(SECAGG_NAMES)))
         records: dict[str, dict[str, np.ndarray]] = {}
         for (record, name), array in zip(names, parameters_to_ndarrays(fitins.parameters)):
             records.setdefault(record, {})[name] = array
@@ -68,7 +65,7 @@ def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         run_seed = int(json.loads(str(config[RUN_CONFIG]))["seed"])
         np.random.seed(client_seed(run_seed, int(config["server-round"]),
                                    int(ctx.node_config.get("partition-id", 0))) % 2**32)  # flwr's stochastic rounding
-        fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), n, {CLIPPED: clipped})
+        fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), n, {SECAGG_CLIPPED: clipped})
         return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=m)
 
     state = np.random.get_state()

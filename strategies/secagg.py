@@ -30,9 +30,9 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from clients.secagg import CLIPPED, LAYOUT, NAMES
 from fedface.federation.secagg import Layout, SecAgg, decode
-from strategies.records import ARRAYS, CONFIG, POLICY, from_record, to_record
+from strategies.records import (ARRAYS, CONFIG, POLICY, SECAGG_CLIPPED, SECAGG_LAYOUT, SECAGG_NAMES, from_record,
+                                to_record)
 from strategies.strategy import FedFaceAvg
 
 
@@ -89,7 +89,7 @@ class SecAggRound(LegacyFedAvg):
         for m in messages:
             sent = {rec: from_record(m.content[rec]) for rec in (ARRAYS, POLICY) if rec in m.content}
             names = [(rec, k) for rec, a in sent.items() for k in a]
-            cfg = {**dict(m.content[CONFIG]), LAYOUT: layout, NAMES: json.dumps(names)}
+            cfg = {**dict(m.content[CONFIG]), SECAGG_LAYOUT: layout, SECAGG_NAMES: json.dumps(names)}
             ins = FitIns(ndarrays_to_parameters([sent[rec][k] for rec, k in names]), cfg)
             self._fitins.append((GridClientProxy(m.metadata.dst_node_id, grid, 0), ins))
 
@@ -103,7 +103,7 @@ class SecAggRound(LegacyFedAvg):
         # flwr lists an error reply of the masked-vector stage twice (secaggplus_workflow.py:517-519, :533-535)
         self._failures = list(dict.fromkeys(str(f) for f in failures))
         self._mean = (mean, sum(int(r.num_examples) for _, r in results), sorted(int(p.node_id) for p, _ in results),
-                      sum(int(r.metrics.get(CLIPPED, 0)) for _, r in results))
+                      sum(int(r.metrics.get(SECAGG_CLIPPED, 0)) for _, r in results))
         return None, {}
 
 

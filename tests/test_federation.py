@@ -111,13 +111,16 @@ def _wire_bytes(message) -> list[bytes]:
     for record in message.content.array_records.values():
         out += [np.ascontiguousarray(a).tobytes() for a in from_record(record).values()]
     for record in (*message.content.config_records.values(), *message.content.metric_records.values()):
-        out += [str(v).encode() if not isinstance(v, bytes) else v for v in record.values()]
+        for v in record.values():  # lists item by item (SecAgg+ sends its keys, shares and masked vectors as bytes)
+            out += [x if isinstance(x, bytes) else str(x).encode() for x in (v if isinstance(v, list) else [v])]
     return out
 
 
-def test_no_raw_image_unmasked_tensor_or_key_in_any_client_message(tmp_path):
+@pytest.mark.parametrize("secagg", [False, True])
+def test_no_raw_image_unmasked_tensor_or_key_in_any_client_message(tmp_path, secagg):
     node = {"shuffle-key": KEY_HEX}
-    res, grid = _run(tmp_path, ["protect=ppfr_fd", "mixup=adaptive", "mixup.k_max=3", "federation.head=shared"],
+    res, grid = _run(tmp_path, ["protect=ppfr_fd", "mixup=adaptive", "mixup.k_max=3", "federation.head=shared",
+                                *(["federation.secagg=true", "federation.min_train_nodes=2"] if secagg else [])],
                      node_config=node)
     assert res["status"] == "done" and len(grid.sent) >= 6
     needles = _needles(grid, tmp_path / "probe")

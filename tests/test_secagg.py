@@ -10,14 +10,13 @@ import torch
 from flwr.app import MessageType
 
 from clients.client_app import app as client_app
-from clients.secagg import CLIPPED
 from fedface.config import compose_config
 from fedface.federation.checkpoint import load_checkpoint
 from fedface.federation.client import ClientTask
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.setup import prepare_federation
 from fedface.mixup import merge_updates
-from strategies.records import METRICS, POLICY_UPDATE
+from strategies.records import METRICS, POLICY_UPDATE, SECAGG_CLIPPED
 from strategies.secagg import SecAggRound
 from strategies.strategy import FedFaceAvg
 from strategies.server_loop import run_federation
@@ -75,7 +74,7 @@ def test_the_server_never_receives_an_individual_update(tmp_path, monkeypatch):
         assert all(len(rec) == 0 for rec in reply.content.array_records.values())
         assert POLICY_UPDATE not in reply.content and METRICS not in reply.content
         if "fitres.metrics" in reply.content.config_records:
-            assert set(reply.content.config_records["fitres.metrics"]) == {CLIPPED}
+            assert set(reply.content.config_records["fitres.metrics"]) == {SECAGG_CLIPPED}
 
 
 def test_policy_gradient_sum_through_secagg_equals_the_sum_of_client_updates(tmp_path, monkeypatch):
