@@ -68,7 +68,9 @@ RECORD = {
     "privacy": (PRIVACY, False, "done records: what the attack got"),
     "bytes_per_round": (OPT_NUM, False, "mean bytes sent + received by the server per round"),
     "threat_note": (str, False, "central DP rows: \"no protection against the server\" (the server adds the noise "
-                                "after seeing every update; the grid's attacker is the server)"),
+                                "after seeing every update; the grid's attacker is the server); SecAgg+ rows: \"server "
+                                "sees only the aggregate: per-client attacks unavailable by construction; attacks ran "
+                                "on the aggregate\""),
     "scores": ((SCORES, type(None)), False, "paper 001's scores of this protection under this attack (null: none "
                                             "row, or not scorable)"),
 }
@@ -79,7 +81,9 @@ STAT = {"mean": (NUM, True, "mean over seeds"), "ci95": (OPT_NUM, True, "half-wi
 SUMMARY = {
     "protection": (str, True, ""), "attack": (str, True, ""), "status": (str, True, "done | failed | unavailable"),
     "seeds": (list, True, "the seeds that finished"), "error": (str, False, "why no seed finished"),
-    "threat_note": (str, False, "central DP rows: \"no protection against the server\" (shown in every table)"),
+    "threat_note": (str, False, "central DP rows: \"no protection against the server\"; SecAgg+ rows: \"server sees "
+                                "only the aggregate: per-client attacks unavailable by construction; attacks ran on "
+                                "the aggregate\" (shown in every table)"),
     **{k: ((STAT, type(None)), False, "mean +- 95% CI over seeds") for k in
        ("accuracy", "tar_at_far_1e-3", "tar_at_far_1e-2", "psnr", "ssim", "cos", "srra", "attack_top1", "target_top1",
         "floor_psnr", "floor_cos",
