@@ -30,7 +30,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from fedface.federation.secagg import Layout, SecAgg, decode
+from fedface.federation.secagg import SERVER_RECEIVED, Layout, SecAgg, decode
 from strategies.records import (ARRAYS, CONFIG, POLICY, SECAGG_CLIPPED, SECAGG_LAYOUT, SECAGG_NAMES, from_record,
                                 to_record)
 from strategies.strategy import FedFaceAvg
@@ -73,7 +73,7 @@ class SecAggRound(LegacyFedAvg):
         mean, total, nodes, clipped = self._mean
         secure = decode(self._layout(arrays), mean, total, arrays)
         facts.update(clipped=clipped, quantisation_bound=s.quantisation_bound(len(nodes), total, self.max_weight),
-                     total_examples=total)
+                     total_examples=total, members=nodes, server_received=SERVER_RECEIVED)
         return self.strategy.aggregate_secure(server_round, secure, nodes, failed, facts)
 
     def _layout(self, sent: dict[str, np.ndarray]) -> Layout:

@@ -13,7 +13,7 @@ from clients.client_app import app as client_app
 from fedface.config import compose_config
 from fedface.federation.checkpoint import load_checkpoint
 from fedface.federation.client import ClientTask
-from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
+from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, SERVER_RECEIVED, secagg_settings
 from fedface.federation.setup import prepare_federation
 from fedface.mixup import merge_updates
 from strategies.records import METRICS, POLICY_UPDATE, SECAGG_CLIPPED
@@ -66,6 +66,8 @@ def test_the_server_never_receives_an_individual_update(tmp_path, monkeypatch):
     monkeypatch.setattr(FedFaceAvg, "aggregate_train", no_replies)
     res, grid = _run(tmp_path, ["federation.secagg=true", "federation.rounds=2", *MASKED])
     assert res["status"] == "done" and len(means) == 2
+    assert all(r["secagg"]["server_received"] == SERVER_RECEIVED and len(r["secagg"]["members"]) == 3
+               for r in res["rounds"])
     for results in means:  # every legacy result carries the one unmasked mean (secaggplus_workflow.py:652-656)
         assert len(results) == 3 and all(t == results[0] for t in results)
     train = [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]

@@ -40,6 +40,8 @@ from fedface.mixup import PolicyUpdate
 
 #: results.json ``per_client_attacks`` and every per-client attack entry of a SecAgg+ round
 PER_CLIENT_UNAVAILABLE = "unavailable by construction (SecAgg+: the server receives only the aggregate)"
+#: each SecAgg+ round's record says what the server held
+SERVER_RECEIVED = "the unmasked weighted mean of the members' vectors only (no individual update)"
 #: the label every table puts on a SecAgg+ row
 THREAT_NOTE = "server sees only the aggregate: per-client attacks unavailable by construction; attacks ran on the " \
               "aggregate"
