@@ -44,7 +44,7 @@ class ThreatModel:
 class Observation:
     """One client's round as the server saw it -- built from the messages alone (``strategies/malicious.py``)."""
 
-    node: int
+    node: int | str  # the node id; "aggregate" for a SecAgg+ aggregate (see members)
     server_round: int
     sent: dict[str, np.ndarray]  # the global arrays the server sent
     returned: dict[str, np.ndarray]  # the client's returned arrays
