@@ -316,7 +316,7 @@ def _brief_federation(fed: dict[str, Any]) -> dict[str, Any]:
                    for a in r.get("attacks", []) if a.get("attack") == "gradient"]
         rounds.append({k: r.get(k) for k in ("round", "accuracy", "accuracy_std", "auc", "tar_far_1e-3",
                                              "tar_far_1e-2", "top1", "train_loss", "bytes_sent", "bytes_received",
-                                             "seconds")} | {"attacks": attacks})
+                                             "seconds", "epsilon_max", "delta")} | {"attacks": attacks})
     return {"rounds": rounds, "status": fed.get("status")}
 
 
@@ -393,10 +393,13 @@ def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     bytes_per_round = sum(per_round) / len(per_round) if per_round else None
     rec = outcome.get("reconstruct") or {}
     masking = rec.get("masking_effect") or {}
+    last_dp = next((r for r in reversed(rounds) if r.get("delta") is not None), {})
     out = []
     for attack in outcome["attacks"]:
         privacy = {"psnr": None, "ssim": None, "cos": None, "same_person": None, "attack_top1": None, "srra": None,
                    "masking_visual": masking.get("visual"), "masking_feature": masking.get("feature")}
+        if last_dp.get("delta") is not None:  # protect=dp_sgd: the largest client epsilon after the last round
+            privacy.update(epsilon=last_dp.get("epsilon_max"), delta=last_dp["delta"])
         if attack == "learned":
             row = next((r for r in rec.get("rows", []) if r.get("attack") == "decoder" and r.get("threat") == "server"
                         and "skipped" not in r), None)
@@ -461,7 +464,7 @@ SUMMARY_METRICS = {"accuracy": ("utility", "accuracy"), "tar_at_far_1e-3": ("uti
                    "attack_top1": ("privacy", "attack_top1"), "target_top1": ("privacy", "target_top1"),
                    "floor_psnr": ("privacy", "floor_psnr"), "floor_cos": ("privacy", "floor_cos"),
                    "masking_visual": ("privacy", "masking_visual"),
-                   "masking_feature": ("privacy", "masking_feature")}
+                   "masking_feature": ("privacy", "masking_feature"), "epsilon": ("privacy", "epsilon")}
 
 
 def summarise(records: list[dict[str, Any]], protections: list[str], attacks: list[str]) -> list[dict[str, Any]]:
@@ -487,6 +490,8 @@ def summarise(records: list[dict[str, Any]], protections: list[str], attacks: li
                 row["bytes_per_round"] = _mean([r["bytes_per_round"] for r in done])
                 row["curve"] = _mean_curve([r["utility"]["curve"] for r in done])
                 row["space"] = done[0]["privacy"].get("space")
+                if done[0]["privacy"].get("delta") is not None:
+                    row["delta"] = done[0]["privacy"]["delta"]
                 if done[0]["privacy"].get("srra_unavailable"):
                     row["srra_unavailable"] = done[0]["privacy"]["srra_unavailable"]
             rows.append(row)

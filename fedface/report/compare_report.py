@@ -37,8 +37,14 @@ COLUMNS = ["protection", "seeds", "accuracy %", "TAR@FAR 1e-3 / 1e-2 %", "maskin
 
 
 def row_name(s: dict[str, Any]) -> str:
-    """A row's protection, with its threat note when it gives no protection against the server (central DP)."""
-    return f"{s['protection']} ({s['threat_note']})" if s.get("threat_note") else s["protection"]
+    """A row's protection, with its threat note when it gives no protection against the server (central DP) and its
+    (epsilon, delta) when it is DP-SGD."""
+    if s.get("threat_note"):
+        return f"{s['protection']} ({s['threat_note']})"
+    if s.get("delta") is not None:
+        eps = "inf" if s.get("epsilon") is None else f"{s['epsilon']['mean']:.2f}"
+        return f"{s['protection']} (ε = {eps}, δ = {s['delta']:g})"
+    return s["protection"]
 
 
 def table_rows(results: dict[str, Any], attack: str) -> list[list[str]]:

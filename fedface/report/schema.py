@@ -42,6 +42,9 @@ PRIVACY = {
                                                 "(class-centre with head=shared, else BN-statistics inversion)"),
     "inversion_rows": (list, False, "model_inversion: every row of the cell's `fedface invert` (identity scores)"),
     "head": (str, False, "model_inversion: what the server held (shared: class centres; local: backbone only)"),
+    "epsilon": (OPT_NUM, False, "protect=dp_sgd: the largest client epsilon (Opacus RDP accountant) after the last "
+                                "round, at delta; null = infinite"),
+    "delta": (NUM, False, "protect=dp_sgd: the delta of epsilon"),
 }
 
 SCORES = {
@@ -87,7 +90,8 @@ SUMMARY = {
     **{k: ((STAT, type(None)), False, "mean +- 95% CI over seeds") for k in
        ("accuracy", "tar_at_far_1e-3", "tar_at_far_1e-2", "psnr", "ssim", "cos", "srra", "attack_top1", "target_top1",
         "floor_psnr", "floor_cos",
-        "masking_visual", "masking_feature")},
+        "masking_visual", "masking_feature", "epsilon")},
+    "delta": (NUM, False, "protect=dp_sgd rows: the delta of epsilon"),
     "scores": ((SCORES, type(None)), True, "paper 001's scores on the means"),
 }
 
