@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fedface.federation.central_dp import THREAT_NOTE as CENTRAL_DP
+from fedface.federation.secagg import THREAT_NOTE as SECAGG
 from fedface.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 ATTACK_TITLES = {"gradient": "Malicious server I: gradient inversion (decoded to faces)",
@@ -93,7 +95,11 @@ def footnotes(results: dict[str, Any], attack: str) -> list[str]:
         hint = " (raise compare.learned's attack.victims)" if attack == "learned" and "impostor" in srra else ""
         notes.append(f"SRRA n/a: {srra}{hint}; the target system's top-1 identification of the reconstructions is "
                      f"shown instead where measured.")
-    if any(s.get("threat_note") for s in rows):
+    if any(s.get("threat_note") == SECAGG for s in rows):
+        notes.append("SecAgg+ rows (federation.secagg): the server receives only the sum of the sampled clients' "
+                     "updates, so per-client attacks are unavailable by construction; its gradient inversion ran on "
+                     "the aggregate (one update of all their batches) and model inversion on the shared weights.")
+    if any(s.get("threat_note") == CENTRAL_DP for s in rows):
         notes.append("Central DP rows (Flower's DP-FedAvg wrappers, federation.dp): no protection against the server "
                      "-- the server sees every client's update before it adds the noise, so this table's attacks "
                      "work as without DP; the noise protects the released model from outside observers only.")
