@@ -162,6 +162,16 @@ def test_malicious_server_attacks_the_aggregate_and_records_per_client_attacks_u
     assert (tmp_path / "attacks" / "round-2" / "node-aggregate" / "server.json").exists()
 
 
+def test_gradient_attack_on_an_aggregate_above_the_memory_bound_is_skipped_saying_why(tmp_path, monkeypatch):
+    from fedface.attacks.ground_truth import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "ground_truth"))
+    res, _ = _run(tmp_path, ["attack=gradient", "attack.gradient.iterations=5", "attack.gradient.max_inputs=4",
+                             *ATTACK, "mixup=none"])
+    (grad,) = [a for a in res["rounds"][0]["attacks"] if a["node"] == "aggregate"]
+    assert "above attack.gradient.max_inputs=4" in grad["skipped"] and "scores" not in grad
+
+
 def test_model_inversion_of_the_aggregated_head_under_secagg(tmp_path):
     res, _ = _run(tmp_path, ["attack=inversion", *ATTACK, "attack.identities=2", "attack.inversion.steps=3"])
     attacks = res["rounds"][0]["attacks"]

@@ -49,6 +49,9 @@ class InversionConfig:
     local_classes: int | None = None  # head=local: classes of the stand-in head (None: the batch size)
     scale: int = 1  # optimise a 1/scale-resolution input, bilinearly upsampled (a smoothness prior; 1 = off)
     seed: int = 0
+    # memory bound: every unknown input is unrolled through all the update's steps (a 4-client SecAgg+ aggregate of
+    # 6 ORL steps asks for 240 inputs of 112x112 and took > 19 GB here); above it the attack is skipped, saying why
+    max_inputs: int | None = 128
 
     METHODS = ("ig", "dlg")
     OPTIMIZERS = ("adam", "lbfgs")

@@ -41,6 +41,9 @@ def attack_update(obs: Observation, run_cfg: Mapping[str, Any], icfg: InversionC
     mixing_on = run_cfg["mixup"]["name"] != "none"
     tcfg = TrainConfig.from_cfg(run_cfg["train"])
     plan, facts = _plan(obs, run_cfg, tcfg, threat, structure, icfg)
+    if icfg.max_inputs is not None and plan.slots > icfg.max_inputs:
+        raise Skip(f"node {obs.node}: the update needs {plan.slots} unknown inputs ({obs.steps} steps over "
+                   f"{obs.num_examples} examples), above attack.gradient.max_inputs={icfg.max_inputs} (memory bound)")
     if obs.has_head:  # the shared head's global label space
         classes = int(run_cfg["federation"]["num_classes"])
     elif plan.hard is None and plan.mixing is None:  # stand-in head: one row per assumed class
