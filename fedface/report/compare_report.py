@@ -76,7 +76,11 @@ def table_rows(results: dict[str, Any], attack: str) -> list[list[str]]:
 
 def _mark(s: dict[str, Any]) -> str:
     """A dagger on PSNR/SSIM measured on the masked model input rather than on pixels."""
-    return "" if str(s.get("space") or "pixels").startswith("pixels") else " †"
+    return " †" if str(s.get("space") or "").startswith("model input") else ""
+
+
+def _floor_cos(rows: list[dict[str, Any]]) -> str:
+    return _stat(next((s["floor_cos"] for s in rows if s.get("floor_cos")), None), 1, ".3f")
 
 
 def footnotes(results: dict[str, Any], attack: str) -> list[str]:
@@ -86,6 +90,10 @@ def footnotes(results: dict[str, Any], attack: str) -> list[str]:
     if space:
         notes.append(f"PSNR/SSIM space: {space}; (floor) = the mean face of the attacker's auxiliary set, which an "
                      f"attack must beat to show anything.")
+    guesses = next((s["space"] for s in rows if str(s.get("space") or "").startswith("pictures")), None)
+    if guesses:  # model inversion: identity scores only (COS, SRRA, top-1), against the floor in the record
+        notes.append(f"Space: {guesses}; COS / SRRA / top-1 score the inversions as guesses of the attacked "
+                     f"identities (the mean face, as a guess, scores COS {_floor_cos(rows)}).")
     if any(_mark(s) for s in rows):
         notes.append("†: PSNR/SSIM of the recovered masked model input against the true one (no decoder in this "
                      "grid: add the learned attack to decode to faces); not comparable with pixel rows and left out "
