@@ -264,7 +264,7 @@ def test_two_cell_compare_end_to_end_and_resume(tmp_path, capsys):
 def test_orl_compare_with_learned_reconstruction(tmp_path):
     """Both attacks on real faces: the learned decoder's rows, the decoded gradient recoveries, SRRA's target."""
     args = ["experiment=demo", "federation.rounds=1", "compare.protections=[none,ppfr_fd]",
-            f"compare.out={tmp_path / 'out'}",
+            "compare.attacks=[gradient,learned]", f"compare.out={tmp_path / 'out'}",
             "compare.gradient=['attack.max_clients=1','attack.threats=[{}]','attack.gradient.iterations=10']",
             "compare.learned=['attack.kinds=[decoder]','attack.threats=[{}]','attack.decoder.steps=20',"
             f"'attack.decoder.width=8','attack.victims=12','attack.cache={tmp_path / 'cache'}']"]
