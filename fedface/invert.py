@@ -203,8 +203,7 @@ def _decoder_for(tcfg: DictConfig, aux: torch.Tensor, acfg: DictConfig, seed: in
     """The learned decoder (server threat: its own key) for the target's protection, trained on (or loaded from
     ``attack.cache``) the attacker's auxiliary faces through the protection, unmixed (a centre is one identity)."""
     protect_cfg = to_container(tcfg.protect)
-    attacker = build_protection(protect_cfg, learned.attacker_key(protect_cfg, False, None, seed))
-    attacker.fit(aux.unsqueeze(1).float())
+    attacker = attacker_protection(tcfg, aux, seed)
     dcfg = DecoderConfig.from_cfg(to_container(acfg.decoder))
     pair_x, pair_y = learned.aux_pairs(attacker, {"name": "none"}, aux, dcfg.size, seed)
     cache_id = learned.fingerprint("inversion", protect_cfg, "server", dcfg.to_json(), len(aux),
@@ -264,6 +263,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     prior = FacePrior(aux, icfg.components, seed) if icfg.prior == "pca" else None
     pixels = shape[0] == 1 and shape[1] >= 32
     decoder_box: dict[str, Any] = {}
+    fitted: dict[str, Any] = {}  # threat -> the attacker's fitted copy of the protection
 
     def variants() -> list[tuple[str, str, Any, Any]]:
         """(name, threat, through, prior) of each way the attacker optimises: the model_input itself (pixels with
@@ -272,13 +272,12 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         if pixels:
             return [("", "server", None, prior)]
         out = [(" (masked space)", "server", None, None)]
-        protect_cfg = to_container(tcfg.protect)
-        for tname, kk in (("server", learned.attacker_key(protect_cfg, False, None, seed)), ("knows_key", key)):
+        for tname, kk in (("server", None), ("knows_key", key)):
             if tname == "knows_key" and (key is None or not any(t.get("knows_key") for t in acfg.threats)):
                 continue
-            mine = build_protection(protect_cfg, kk)
-            mine.fit(aux.unsqueeze(1).float())
-            mine.eval()
+            if tname not in fitted:  # fitting can be costly (AdvFace trains its shadow decoder): once per threat
+                fitted[tname] = attacker_protection(tcfg, aux, seed, kk)
+            mine = fitted[tname]
             out.append((" (pictures through the protection)", tname,
                         lambda x, g, p=mine: p((x + 1) * 127.5, generator=g), prior))
         return out
@@ -329,7 +328,10 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                         through, {"steps": stats["steps"], "seconds": round(stats["seconds"], 1),
                                   "note": "no target: picture i is scored as a guess for attacked identity i"}, ids)
             with torch.no_grad():
-                aux_emb = backbone(_aux_inputs(tcfg, aux_pick, seed, key if threat == "knows_key" else None))
+                mine = fitted.get(threat)
+                if mine is None:  # protect=none: the identity, nothing to fit
+                    mine = attacker_protection(tcfg, aux, seed)
+                aux_emb = backbone(_through(mine, aux_pick, seed))
             emb_inv = invert_embeddings(backbone, aux_emb, shape, icfg, prior=pri, through=through)
             facts = {"centre_cos_mean": float(emb_inv["cos"].mean()),
                      "note": "inverts the attacker's own aux faces' embeddings (backbone invertibility); scored as "
@@ -350,13 +352,19 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def _aux_inputs(tcfg: DictConfig, faces: torch.Tensor, seed: int, key: bytes | None = None) -> torch.Tensor:
-    """The attacker's faces through its copy of the protection (its own key unless ``key`` is given)."""
+def attacker_protection(tcfg: DictConfig, aux: torch.Tensor, seed: int, key: bytes | None = None):
+    """The attacker's copy of the target's protection -- its own key unless ``key`` is given -- fitted on its
+    auxiliary faces (never client data) and in eval mode."""
     protect_cfg = to_container(tcfg.protect)
     attacker = build_protection(protect_cfg, key or learned.attacker_key(protect_cfg, False, None, seed))
-    attacker.eval()
+    attacker.fit(aux.unsqueeze(1).float())
+    return attacker.eval()
+
+
+def _through(protection, faces: torch.Tensor, seed: int) -> torch.Tensor:
+    """``faces`` (N, H, W) through a fitted protection, seeded."""
     with torch.no_grad():
-        return attacker(faces[:, None].float(), generator=torch.Generator().manual_seed(seed)).float()
+        return protection(faces[:, None].float(), generator=torch.Generator().manual_seed(seed)).float()
 
 
 # --------------------------------------------------------------------------------------------------- imprint
@@ -382,7 +390,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     protect_cfg = to_container(tcfg.protect)
     key = learned.attacker_key(protect_cfg, False, None, seed + 7)  # the clients' key, unknown to the server
     shape = input_spec(protect_cfg).shape
-    aux_in = _aux_inputs(tcfg, aux, seed)  # thresholds from the attacker's own faces through its own key
+    aux_in = _through(attacker_protection(tcfg, aux, seed), aux, seed)  # thresholds from the attacker's own faces through its own key
     trap = trap_mod.build_trap(shape, aux_in, int(icfg.bins), seed, float(icfg.strength))
     malicious = bool(icfg.malicious_weights)
     label = _label(tcfg)

@@ -183,3 +183,11 @@ def test_the_shadow_fit_is_seeded_and_leaves_the_global_rng_alone(fitted, pixels
     assert torch.equal(torch.random.get_rng_state(), state)
     for a, b in zip(again.shadow.state_dict().values(), fitted.shadow.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_first_forward_fits_even_under_no_grad(pixels):
+    """An attacker's copy runs under no_grad (evaluation, masking aux faces): the shadow fit still trains."""
+    fresh = advface()
+    with torch.no_grad():
+        out = fresh(pixels[:8], generator=gen())
+    assert fresh.shadow is not None and out.shape == pixels[:8].shape and not out.requires_grad

@@ -180,6 +180,31 @@ def test_invert_and_imprint_commands_end_to_end(tmp_path):
     assert off["malicious_weights"] is False and not off["rows"] and "skipped" in off
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_invert_through_advface_on_a_groupnorm_backbone(tmp_path):
+    """Backbone-only inversion through the attacker's own AdvFace copy (its shadow decoder fitted on the aux faces,
+    under the no_grad of masking them) on the GroupNorm backbone that DP-SGD's comparison grid uses."""
+    from conftest import data_root
+    if data_root() is None or not (data_root() / "lfwa").is_dir():
+        pytest.skip("LFW-a (the attacker's auxiliary faces) not found")
+    import json
+
+    from fedface.cli import main
+
+    adv = ["protect=advface", "protect.iterations=2", "protect.shadow.steps=20", "protect.shadow.width=4",
+           "model.norm=group"]
+    target = tmp_path / "target"
+    assert main(["train", *FAST, *adv, f"run.dir={target}"]) == 0
+    assert main(["invert", f"attack.target={target}", "attack.identities=2", "attack.inversion.steps=3",
+                 "attack.decoder=null", "attack.cache=null", "attack.threats=[{}]", "run.progress=false", "threads=1",
+                 f"run.dir={tmp_path / 'inv'}"]) == 0
+    res = json.loads((tmp_path / "inv" / "results.json").read_text())
+    scored = {r["attack"] for r in res["rows"] if "skipped" not in r}
+    assert res["status"] == "done" and res["model_unchanged"]
+    assert {"BN statistics only", "aux-embedding inversion"} <= {a.split(" (")[0] for a in scored}
+
+
 # --------------------------------------------------------------------------- inside the federation
 FED = ["data=synthetic", "data.num_identities=12", "data.images_per_identity=6", "data.split.test_identities=4",
        "data.pairs.per_fold=6", "model=tiny", "train.batch_size=4", "federation.num_clients=3",

@@ -157,7 +157,9 @@ class AdvFace(Protection):
                                 for i in range(0, len(images), 64)])
         self.inner.train(was_training)
         targets = to_targets(images.float(), cfg.size)
-        with torch.random.fork_rng(devices=[]):  # decoder.train seeds the global RNG: keep the caller's untouched
+        # decoder.train seeds the global RNG: keep the caller's untouched; and it needs autograd even when fit runs
+        # under a caller's no_grad (forward fits on the first batch it sees)
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
             net, facts = train(inputs, targets, cfg.decoder())
         net.zero_grad(set_to_none=True)
         net.requires_grad_(False)
