@@ -143,3 +143,21 @@ def test_reconstruct_refuses_bad_config(tmp_path):
         run_reconstruct(compose_config(["attack=learned", "+attack.victimz=3", f"run.dir={tmp_path}"]))
     with pytest.raises(ValueError, match="attack.name"):
         run_reconstruct(compose_config(["attack=gradient", f"run.dir={tmp_path}"]))
+
+
+def test_gradient_recoveries_empty_only_when_every_gradient_attack_was_skipped(tmp_path):
+    """A SecAgg+ run attacks only the aggregate (here skipped by the memory bound): its learned row still runs, with no
+    decoded recoveries; a run with no attack record, or an unskipped attack without files, is an error."""
+    def run(attacks):
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({"rounds": [{"round": 1, "attacks": attacks}]}))
+        return d
+
+    skipped = [{"node": "aggregate", "attack": "gradient", "skipped": "above attack.gradient.max_inputs=128"},
+               {"node": "aggregate", "attack": "policy", "skipped": "the policy update is zero"}]
+    assert learned.gradient_recoveries(run(skipped)) == []
+    with pytest.raises(FileNotFoundError, match="attack.recovered="):
+        learned.gradient_recoveries(run([]))
+    with pytest.raises(FileNotFoundError, match="attack.recovered="):
+        learned.gradient_recoveries(run([*skipped, {"node": "7", "attack": "gradient", "scores": {}}]))

@@ -180,9 +180,27 @@ def gradient_recoveries(run_dir: Path) -> list[dict[str, Any]]:
                       "model_input": load_file(str(f))["model_input"].float(),
                       "pixels": truth(load_ground_truth(gt)[0])["pixels"]})
     if not found:
-        raise FileNotFoundError(f"attack.recovered={run_dir}: no attacks/round-*/node-*/<threat>.safetensors with "
-                                f"ground truth (run `fedface simulate attack=gradient` first)")
+        skipped = _skipped_gradient_attacks(run_dir)
+        if not skipped:
+            raise FileNotFoundError(f"attack.recovered={run_dir}: no attacks/round-*/node-*/<threat>.safetensors "
+                                    f"with ground truth (run `fedface simulate attack=gradient` first)")
+        # e.g. SecAgg+: no per-client update exists, and the aggregate's inversion is over the memory bound
+        log.warning("attack.recovered=%s: the run's gradient attacks recovered nothing: %s", run_dir,
+                    "; ".join(skipped))
     return found
+
+
+def _skipped_gradient_attacks(run_dir: Path) -> list[str]:
+    """Why a federation run's gradient attacks recovered nothing, from its results.json (distinct reasons); empty
+    unless it recorded gradient attacks and every one of them was skipped."""
+    try:
+        rounds = json.loads((run_dir / "results.json").read_text()).get("rounds") or []
+    except (OSError, ValueError):
+        return []
+    attacks = [a for r in rounds for a in r.get("attacks") or [] if a.get("attack") == "gradient"]
+    if not attacks or not all(a.get("skipped") for a in attacks):
+        return []
+    return list(dict.fromkeys(a["skipped"] for a in attacks))
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
