@@ -41,7 +41,7 @@ from fedface.data.sources import load_aux, load_configured
 from fedface.io import atomic_save_safetensors
 from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator, attack_top1, enrol,
                                       replay_attack)
-from fedface.protect import build_protection, input_spec, needs_key
+from fedface.protect import build_protection, input_spec, needs_key, protection_label
 from fedface.protect.keys import ENV_VAR
 from fedface.report.grids import save_grid
 from fedface.runs import RunDir, machine_info, start
@@ -102,12 +102,6 @@ def _key_for(cfg: DictConfig, kind: str) -> tuple[bytes | None, str | None]:
         return None, (f"the simulated clients' key was random and is gone (set {ENV_VAR} to the federation's key): "
                       "SRRA and the white-box knows_key rows are n/a")
     return load_key(None, allow_demo=True), None
-
-
-def _label(cfg: DictConfig) -> str:
-    name = cfg.protect.name
-    mix = cfg.get("mixup", {}).get("name", "none") if "mixup" in cfg else "none"
-    return name if mix == "none" else f"{name}+{mix}mixup"
 
 
 # --------------------------------------------------------------------------------------------------- scoring
@@ -231,7 +225,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     shape = input_spec(to_container(tcfg.protect)).shape
     k = min(int(acfg.identities), n_classes)
     ids = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n_classes, k, replace=False)))
-    label = _label(tcfg)
+    label = protection_label(to_container(tcfg.protect), to_container(tcfg.mixup) if "mixup" in tcfg else None)
     scorer = IdentityScorer(gallery, labels, key_note if protection is None else (backbone, protection), seed,
                             None if acfg.cache in (None, "") else Path(acfg.cache))
     results: dict[str, Any] = {"command": "invert", "status": "running", "target": str(acfg.target),
@@ -393,7 +387,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     aux_in = _through(attacker_protection(tcfg, aux, seed), aux, seed)  # thresholds from the attacker's own faces through its own key
     trap = trap_mod.build_trap(shape, aux_in, int(icfg.bins), seed, float(icfg.strength))
     malicious = bool(icfg.malicious_weights)
-    label = _label(tcfg)
+    label = protection_label(to_container(tcfg.protect), to_container(tcfg.mixup) if "mixup" in tcfg else None)
     results: dict[str, Any] = {"command": "imprint", "status": "running", "malicious_weights": malicious,
                                "target": str(acfg.target), "protection": protect_cfg["name"], "bins": trap.bins,
                                "batch_size": int(icfg.batch_size), "clients": int(icfg.clients), "seed": seed,

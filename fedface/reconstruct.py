@@ -27,7 +27,7 @@ from fedface.data.sources import load_aux, load_configured
 from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator, attack_top1, enrol,
                                       replay_attack)
 from fedface.metrics.scores import effect
-from fedface.protect import build_protection
+from fedface.protect import build_protection, protection_label
 from fedface.report.grids import save_grid
 from fedface.runs import RunDir, machine_info, start
 
@@ -106,7 +106,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     client = build_protection(protect_cfg, key)
     client.fit(data.images[torch.as_tensor(table.train_idx)].unsqueeze(1).float())
     inputs = learned.mask(client, mixup_cfg, faces, seed + 1)
-    label = _label(protect_cfg, mixup_cfg)
+    label = protection_label(protect_cfg, mixup_cfg)
 
     backbone = _target(acfg, cfg)
     judge = Judge(faces, labels, None if backbone is None else (backbone, client), seed)
@@ -242,20 +242,10 @@ def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torc
             if len(grid) < 2 + len(cfg.attack.kinds):
                 grid[f"gradient+{kind} ({rec['threat']})"] = decoded
     if grid:
-        label = _label(to_container(cfg.protect), to_container(cfg.mixup))
+        label = protection_label(to_container(cfg.protect), to_container(cfg.mixup))
         save_grid(Path(cfg.run.dir) / "grids" / f"gradient-{label}.png", {k: (v + 1) / 2 for k, v in grid.items()},
                   title=f"{cfg.data.name}: {label} -- original | gradient inversion's recovered input | decoded")
     return rows
-
-
-def _label(protect_cfg: dict, mixup_cfg: dict) -> str:
-    name = protect_cfg["name"]
-    if name == "advface":  # paper 003 stacked on an inner protection: name both, as compare's grid does
-        from fedface.protect.advface import inner_cfg
-
-        inner = inner_cfg(protect_cfg)["name"]
-        name = name if inner == "none" else f"{inner}+advface"
-    return name if mixup_cfg.get("name", "none") == "none" else f"{name}+{mixup_cfg['name']}mixup"
 
 
 def _target(acfg: DictConfig, cfg: DictConfig) -> torch.nn.Module | None:

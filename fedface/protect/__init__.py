@@ -69,6 +69,18 @@ def input_spec(cfg: Mapping[str, Any] | str, height: int = 112, width: int = 112
     return build_protection(cfg, os.urandom(32) if needs_key(cfg) else None).output_spec(height, width)
 
 
+def protection_label(protect_cfg: Mapping[str, Any], mixup_cfg: Mapping[str, Any] | None = None) -> str:
+    """A run's protection as attack results and grids name it: ``ppfr_fd+advface``, ``ppfr_fd+adaptivemixup``."""
+    name = protect_cfg["name"]
+    if name == "advface":  # paper 003 stacked on an inner protection: name both, as compare's grid does
+        from fedface.protect.advface import inner_cfg
+
+        inner = inner_cfg(protect_cfg)["name"]
+        name = name if inner == "none" else f"{inner}+advface"
+    mix = (mixup_cfg or {}).get("name", "none")
+    return name if mix == "none" else f"{name}+{mix}mixup"
+
+
 def _load_builtin() -> None:
     """Import the modules that register the built-in protections (lazy: they import this module)."""
     import importlib
@@ -78,4 +90,4 @@ def _load_builtin() -> None:
 
 
 __all__ = ["InputSpec", "Protection", "build_protection", "input_spec", "known_protections", "needs_key",
-           "register"]
+           "protection_label", "register"]
