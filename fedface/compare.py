@@ -508,6 +508,12 @@ def summarise(records: list[dict[str, Any]], protections: list[str], attacks: li
                  "attack_feature": None if r["cos"] is None else 1 - r["cos"]["mean"],
                  "accuracy": _m(r["accuracy"]) if reference else None}
             cells.append(c)
+        # a row the attack could not measure (SecAgg+: no per-client update, the aggregate over the memory bound)
+        # gets no scores, rather than erasing the attack level of every measured row (a measure must be on all rows)
+        attacked = [c["attack_visual"] is not None or c["attack_feature"] is not None for c in cells]
+        if any(attacked) and not all(attacked):
+            scored = [r for r, a in zip(scored, attacked) if a]
+            cells = [c for c, a in zip(cells, attacked) if a]
         for key in ("masking_visual", "masking_feature", "attack_visual", "attack_feature", "accuracy"):
             if any(c[key] is None for c in cells):  # a measure must be on every row or on none
                 for c in cells:

@@ -153,6 +153,23 @@ def test_mean_ci_uses_student_t():
     assert compare.mean_ci([0.4])["ci95"] is None and compare.mean_ci([None]) is None
 
 
+def test_a_row_the_attack_could_not_measure_is_unscored_not_erasing_the_others():
+    """SecAgg+'s gradient row has no PSNR/SSIM (no per-client update; the aggregate over the memory bound): it gets
+    no paper-001 scores, and the measured rows keep theirs, normalised among themselves."""
+    def record(protection, ssim, accuracy):
+        privacy = {"psnr": None if ssim is None else 12.0, "ssim": ssim, "space": "pixels 64x64",
+                   "masking_visual": 0.9 if "ppfr" in protection else 0.05, "masking_feature": 0.1}
+        return {"protection": protection, "attack": "gradient", "seed": 0, "status": "done",
+                "utility": {"accuracy": accuracy, "curve": []}, "privacy": privacy, "bytes_per_round": 1.0}
+
+    records = [record("none", 0.5, 0.9), record("ppfr_fd", 0.1, 0.6), record("peep", 0.3, 0.7),
+               record("secagg", None, 0.85)]
+    rows = {r["protection"]: r for r in compare.summarise(records, [r["protection"] for r in records],
+                                                           ["gradient"])}
+    assert rows["secagg"]["scores"] is None and rows["none"]["scores"] is None
+    assert rows["ppfr_fd"]["scores"]["privacy_score"] > rows["peep"]["scores"]["privacy_score"]
+
+
 def test_srra_na_has_a_reason_in_records_and_report(tmp_path, monkeypatch):
     """A gradient record never measures SRRA: its record and the report say why instead of a silent n/a."""
     monkeypatch.setattr(compare, "_execute", _fake_execute)
