@@ -384,7 +384,8 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     protect_cfg = to_container(tcfg.protect)
     key = learned.attacker_key(protect_cfg, False, None, seed + 7)  # the clients' key, unknown to the server
     shape = input_spec(protect_cfg).shape
-    aux_in = _through(attacker_protection(tcfg, aux, seed), aux, seed)  # thresholds from the attacker's own faces through its own key
+    # the trap's thresholds come from the attacker's own faces through its own key
+    aux_in = _through(attacker_protection(tcfg, aux, seed), aux, seed)
     trap = trap_mod.build_trap(shape, aux_in, int(icfg.bins), seed, float(icfg.strength))
     malicious = bool(icfg.malicious_weights)
     label = protection_label(to_container(tcfg.protect), to_container(tcfg.mixup) if "mixup" in tcfg else None)

@@ -125,7 +125,6 @@ def table_md(results: dict[str, Any]) -> str:
         lines += [f"## {ATTACK_TITLES.get(attack, attack)}", "", "| " + " | ".join(COLUMNS) + " |",
                   "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(results, attack)]
-        space = next((s.get("space") for s in results["summary"] if s["attack"] == attack and s.get("space")), None)
         lines += [f"\n{n}" for n in footnotes(results, attack)]
         lines.append("")
     m = results["machine"]
@@ -156,27 +155,36 @@ def _png(fig) -> bytes:
 
 def frontier_png(results: dict[str, Any]) -> bytes:
     """Privacy (1 - SSIM of the attack's reconstruction) vs utility (verification accuracy): one point per
-    protection and attack; bars = 95% CI over seeds where there are several."""
+    protection and attack (marker = attack, colour = protection); bars = 95% CI over seeds where there are several.
+    The legend sits outside the axes, one entry per protection and per attack, so a 10-row grid stays readable."""
     plt = _plt()
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     markers = {"gradient": "o", "learned": "s", "model_inversion": "^"}
     protections = results["grid"]["protections"]
     colours = {p: plt.cm.tab10(i % 10) for i, p in enumerate(protections)}
+    names: dict[str, str] = {}
+    attacks: list[str] = []
     for s in results["summary"]:
         if s["status"] != "done" or s.get("ssim") is None or s.get("accuracy") is None or _mark(s):
             continue  # masked-space SSIM (†) is not a privacy of faces: no point on this plot
         x, y = 1 - s["ssim"]["mean"], 100 * s["accuracy"]["mean"]
         ax.errorbar(x, y, xerr=s["ssim"].get("ci95"), yerr=None if s["accuracy"].get("ci95") is None else
                     100 * s["accuracy"]["ci95"], fmt=markers.get(s["attack"], "o"), color=colours[s["protection"]],
-                    ms=8, capsize=3, label=f"{row_name(s)} / {s['attack']}")
+                    ms=8, capsize=3)
         ax.annotate(s["protection"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        names.setdefault(s["protection"], row_name(s) if s.get("delta") is not None else s["protection"])
+        attacks += [] if s["attack"] in attacks else [s["attack"]]
     ax.set_xlabel("privacy: 1 - SSIM of the server's reconstruction (higher = more private)")
     ax.set_ylabel("utility: verification accuracy %")
-    ax.set_title(f"{results['experiment']} ({results['data']}): privacy vs utility "
-                 f"(o gradient inversion, s learned reconstruction)", fontsize=9)
+    ax.set_title(f"{results['experiment']} ({results['data']}): privacy vs utility", fontsize=9)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+    handles = [Line2D([], [], ls="", marker="o", color=colours[p], label=names[p]) for p in protections if p in names]
+    handles += [Line2D([], [], ls="", marker=markers.get(a, "o"), color="black", mfc="none",
+                       label=a.replace("_", " ")) for a in attacks]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _png(fig)
 
 
