@@ -104,6 +104,10 @@ def _key_for(cfg: DictConfig, kind: str) -> tuple[bytes | None, str | None]:
     return load_key(None, allow_demo=True), None
 
 
+def _label(tcfg: DictConfig) -> str:
+    return protection_label(to_container(tcfg.protect), to_container(tcfg.mixup) if "mixup" in tcfg else None)
+
+
 # --------------------------------------------------------------------------------------------------- scoring
 class IdentityScorer:
     """Identity-leak scores of guesses for identities (``fedface.metrics.identity``).
@@ -193,11 +197,11 @@ def _identity_data(tcfg: DictConfig, seed: int):
     return data, table, gallery, labels, aux, len(global_ids)
 
 
-def _decoder_for(tcfg: DictConfig, aux: torch.Tensor, acfg: DictConfig, seed: int, progress: bool):
+def _decoder_for(tcfg: DictConfig, attacker, aux: torch.Tensor, acfg: DictConfig, seed: int, progress: bool):
     """The learned decoder (server threat: its own key) for the target's protection, trained on (or loaded from
-    ``attack.cache``) the attacker's auxiliary faces through the protection, unmixed (a centre is one identity)."""
+    ``attack.cache``) the attacker's auxiliary faces through ``attacker`` (its fitted copy of the protection,
+    ``attacker_protection``), unmixed (a centre is one identity)."""
     protect_cfg = to_container(tcfg.protect)
-    attacker = attacker_protection(tcfg, aux, seed)
     dcfg = DecoderConfig.from_cfg(to_container(acfg.decoder))
     pair_x, pair_y = learned.aux_pairs(attacker, {"name": "none"}, aux, dcfg.size, seed)
     cache_id = learned.fingerprint("inversion", protect_cfg, "server", dcfg.to_json(), len(aux),
@@ -225,7 +229,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     shape = input_spec(to_container(tcfg.protect)).shape
     k = min(int(acfg.identities), n_classes)
     ids = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n_classes, k, replace=False)))
-    label = protection_label(to_container(tcfg.protect), to_container(tcfg.mixup) if "mixup" in tcfg else None)
+    label = _label(tcfg)
     scorer = IdentityScorer(gallery, labels, key_note if protection is None else (backbone, protection), seed,
                             None if acfg.cache in (None, "") else Path(acfg.cache))
     results: dict[str, Any] = {"command": "invert", "status": "running", "target": str(acfg.target),
@@ -259,6 +263,12 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     decoder_box: dict[str, Any] = {}
     fitted: dict[str, Any] = {}  # threat -> the attacker's fitted copy of the protection
 
+    def attacker_copy(threat: str):
+        """Fitted once per threat: fitting can be costly (AdvFace trains its shadow decoder)."""
+        if threat not in fitted:
+            fitted[threat] = attacker_protection(tcfg, aux, seed, key if threat == "knows_key" else None)
+        return fitted[threat]
+
     def variants() -> list[tuple[str, str, Any, Any]]:
         """(name, threat, through, prior) of each way the attacker optimises: the model_input itself (pixels with
         the face prior for `none`; the standardised masked tensor otherwise), and for a keyed frequency protection
@@ -266,14 +276,11 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         if pixels:
             return [("", "server", None, prior)]
         out = [(" (masked space)", "server", None, None)]
-        for tname, kk in (("server", None), ("knows_key", key)):
+        for tname in ("server", "knows_key"):
             if tname == "knows_key" and (key is None or not any(t.get("knows_key") for t in acfg.threats)):
                 continue
-            if tname not in fitted:  # fitting can be costly (AdvFace trains its shadow decoder): once per threat
-                fitted[tname] = attacker_protection(tcfg, aux, seed, kk)
-            mine = fitted[tname]
             out.append((" (pictures through the protection)", tname,
-                        lambda x, g, p=mine: p((x + 1) * 127.5, generator=g), prior))
+                        lambda x, g, p=attacker_copy(tname): p((x + 1) * 127.5, generator=g), prior))
         return out
 
     def pictures_of(name: str, threat: str, inv: dict[str, Any], through, facts: dict[str, Any],
@@ -287,8 +294,8 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         add(name, threat, None, {**facts, "note": "the optimised model_input (pictures: decoder / white-box rows)"})
         if acfg.decoder is not None:
             if "net" not in decoder_box:
-                decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, aux, acfg, seed,
-                                                                        bool(cfg.run.progress))
+                decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, attacker_copy("server"), aux, acfg,
+                                                                        seed, bool(cfg.run.progress))
             add(f"{name} + decoder", "server", pictures(reconstruct(decoder_box["net"], x)),
                 {"decoder": decoder_box["facts"]}, truth)
         if key is not None and any(t.get("knows_key") for t in acfg.threats):
@@ -322,10 +329,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                         through, {"steps": stats["steps"], "seconds": round(stats["seconds"], 1),
                                   "note": "no target: picture i is scored as a guess for attacked identity i"}, ids)
             with torch.no_grad():
-                mine = fitted.get(threat)
-                if mine is None:  # protect=none: the identity, nothing to fit
-                    mine = attacker_protection(tcfg, aux, seed)
-                aux_emb = backbone(_through(mine, aux_pick, seed))
+                aux_emb = backbone(_through(attacker_copy(threat), aux_pick, seed))
             emb_inv = invert_embeddings(backbone, aux_emb, shape, icfg, prior=pri, through=through)
             facts = {"centre_cos_mean": float(emb_inv["cos"].mean()),
                      "note": "inverts the attacker's own aux faces' embeddings (backbone invertibility); scored as "
@@ -384,11 +388,11 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     protect_cfg = to_container(tcfg.protect)
     key = learned.attacker_key(protect_cfg, False, None, seed + 7)  # the clients' key, unknown to the server
     shape = input_spec(protect_cfg).shape
-    # the trap's thresholds come from the attacker's own faces through its own key
-    aux_in = _through(attacker_protection(tcfg, aux, seed), aux, seed)
+    attacker = attacker_protection(tcfg, aux, seed)  # its own key; also the decoder's (server threat)
+    aux_in = _through(attacker, aux, seed)  # the trap's thresholds come from the attacker's own faces
     trap = trap_mod.build_trap(shape, aux_in, int(icfg.bins), seed, float(icfg.strength))
     malicious = bool(icfg.malicious_weights)
-    label = protection_label(to_container(tcfg.protect), to_container(tcfg.mixup) if "mixup" in tcfg else None)
+    label = _label(tcfg)
     results: dict[str, Any] = {"command": "imprint", "status": "running", "malicious_weights": malicious,
                                "target": str(acfg.target), "protection": protect_cfg["name"], "bins": trap.bins,
                                "batch_size": int(icfg.batch_size), "clients": int(icfg.clients), "seed": seed,
@@ -447,7 +451,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
                             "read from the trap (to pixels)": pics / 255}
             if not (shape[0] == 1 and shape[1] >= 32) and acfg.decoder is not None:  # server threat: no key
                 if "net" not in decoder_box:
-                    decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, aux, acfg, seed,
+                    decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, attacker, aux, acfg, seed,
                                                                             bool(cfg.run.progress))
                 dec = pictures(reconstruct(decoder_box["net"], matched))
                 p = psnr(dec.double(), pix_truth.double(), 255.0)

@@ -175,7 +175,8 @@ def frontier_png(results: dict[str, Any]) -> bytes:
                     ms=8, capsize=3)
         ax.annotate(s["protection"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
         names.setdefault(s["protection"], row_name(s) if s.get("delta") is not None else s["protection"])
-        attacks += [] if s["attack"] in attacks else [s["attack"]]
+        if s["attack"] not in attacks:
+            attacks.append(s["attack"])
     ax.set_xlabel("privacy: 1 - SSIM of the server's reconstruction (higher = more private)")
     ax.set_ylabel("utility: verification accuracy %")
     ax.set_title(f"{results['experiment']} ({results['data']}): privacy vs utility", fontsize=9)
