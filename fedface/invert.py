@@ -33,7 +33,7 @@ from fedface.attacks import imprint as trap_mod
 from fedface.attacks import learned
 from fedface.attacks.decoder import DecoderConfig, reconstruct
 from fedface.attacks.inversion import (FacePrior, InversionConfig, head_scores, invert_centres, invert_embeddings,
-                                       invert_statistics)
+                                       invert_statistics, recorded_inversions)
 from fedface.attacks.invert_mask import to_image
 from fedface.config import check_choice, to_container
 from fedface.data.partition import make_partition
@@ -244,11 +244,12 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     grid: dict[str, torch.Tensor] = {"real (one of the identity's)": first[:, None].float() / 255}
     arrays: dict[str, torch.Tensor] = {}
 
-    def add(attack: str, threat: str, pics: torch.Tensor | None, extra: dict[str, Any], truth=ids) -> None:
+    def add(attack: str, threat: str, pics: torch.Tensor | None, extra: dict[str, Any], truth=ids,
+            board: dict[str, torch.Tensor] = grid) -> None:
         row = {"protection": label, "head": view["head"], "attack": attack, "threat": threat, **extra}
         if pics is not None:
             row["identity"] = scorer.score(pics, truth)
-            grid[f"{attack} ({threat})"] = pics / 255
+            board[f"{attack} ({threat})"] = pics / 255
             arrays[f"{attack}-{threat}"] = pics
         rows.append(row)
         log.info("%s %s (%s): %s", label, attack, threat, row.get("identity", row.get("skipped")))
@@ -284,10 +285,10 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         return out
 
     def pictures_of(name: str, threat: str, inv: dict[str, Any], through, facts: dict[str, Any],
-                    truth: torch.Tensor) -> None:
+                    truth: torch.Tensor, board: dict[str, torch.Tensor] = grid) -> None:
         """Score one inversion: pictures directly, or a masked-space result via decoder / white-box."""
         if through is not None or pixels:
-            add(name, threat, (inv["inputs"] + 1) * 127.5, facts, truth)
+            add(name, threat, (inv["inputs"] + 1) * 127.5, facts, truth, board)
             return
         x = inv["inputs"]
         arrays[f"{name}-model_input"] = x
@@ -297,10 +298,10 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                 decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, attacker_copy("server"), aux, acfg,
                                                                         seed, bool(cfg.run.progress))
             add(f"{name} + decoder", "server", pictures(reconstruct(decoder_box["net"], x)),
-                {"decoder": decoder_box["facts"]}, truth)
+                {"decoder": decoder_box["facts"]}, truth, board)
         if key is not None and any(t.get("knows_key") for t in acfg.threats):
             images, note = to_image(protection, x, aux.unsqueeze(1).float(), getattr(protection, "permutation", None))
-            add(f"{name} + white-box", "knows_key", images, {"note": note}, truth)
+            add(f"{name} + white-box", "knows_key", images, {"note": note}, truth, board)
         elif key is None:
             rows.append({"protection": label, "head": view["head"], "attack": f"{name} + white-box",
                          "threat": "knows_key", "skipped": key_note})
@@ -341,6 +342,21 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                              dlib_same_person_as_aux_face=float(((e1 - e2).norm(dim=1) <
                                                                  SAME_PERSON_DISTANCE).double().mean()))
             pictures_of("aux-embedding inversion" + suffix, threat, emb_inv, through, facts, ids)
+    if view["kind"] == "federation":
+        for rnd, rec in recorded_inversions(acfg.target).items():
+            truth = rec["rows"].long()  # a shared head's row c is training identity c
+            board = {"real (the row's identity)": torch.stack([gallery[labels == c][0] for c in truth.tolist()])
+                     [:, None].float() / 255}
+            precision = [n["row_precision"] for n in rec["nodes"] if "row_precision" in n]
+            facts = {"round": rnd, "nodes": [n["node"] for n in rec["nodes"]], "rows": truth.tolist(),
+                     "centre_cos_mean": float(np.mean([n["centre_cos_mean"] for n in rec["nodes"]])),
+                     "row_precision": float(np.mean(precision)) if precision else None,
+                     "note": "inverted inside the federation from each attacked reply's most-moved head rows and "
+                             "its own backbone (attack=inversion); scored against the final model"}
+            pictures_of(f"in-federation replies, round {rnd}", "server", {"inputs": rec["model_input"]}, None,
+                        facts, truth, board)
+            save_grid(run.path / "grids" / f"{label}-in-federation-round-{rnd}.png", board,
+                      title=f"{tcfg.data.name} {label}: each attacked client's head rows, round {rnd}")
     after = backbone.state_dict()
     results["model_unchanged"] = all(torch.equal(before[n], after[n]) for n in before)
     learned.save_arrays(run.path / "inversions.safetensors", arrays)
@@ -474,17 +490,17 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
 
 def summarise(results: dict[str, Any]) -> str:
     lines = ["| protection | head | attack | threat | COS (dlib) | same person | top-1 | SRRA | target top-1 | "
-             "centre cos |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "centre cos | row precision |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
         i = r.get("identity", {})
         if "skipped" in r:
             lines.append(f"| {r['protection']} | {r['head']} | {r['attack']} | {r['threat']} | skipped: "
-                         f"{r['skipped']} | | | | | |")
+                         f"{r['skipped']} | | | | | | |")
             continue
         lines.append("| " + " | ".join([r["protection"], r["head"], r["attack"], r["threat"],
                                         *(_f(i.get(m)) for m in ("cos", "same_person", "top1", "srra",
                                                                  "target_top1")),
-                                        _f(r.get("centre_cos_mean"))]) + " |")
+                                        _f(r.get("centre_cos_mean")), _f(r.get("row_precision"))]) + " |")
     return "\n".join(lines)
 
 

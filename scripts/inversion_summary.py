@@ -1,4 +1,5 @@
-"""The README table of `scripts/inversion_table.sh`: one line per (run, attack) from results/inversion-orl/*."""
+"""The README tables of `scripts/inversion_table.sh` / `inversion_in_federation.sh`: one line per (run, attack) from
+results/inversion-orl/* (or the folder given)."""
 from __future__ import annotations
 
 import json

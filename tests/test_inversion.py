@@ -247,12 +247,15 @@ def _federate_grid(tmp_path, extra, monkeypatch):
     from fedface.attacks.scoring import ground_truth_dir
     from fedface.config import compose_config
     from fedface.federation.setup import prepare_federation
+    from fedface.runs import RunDir
     from strategies.server_loop import run_federation
     from tests.local_grid import LocalGrid
 
     monkeypatch.setenv(GROUND_TRUTH_ENV, str(ground_truth_dir(tmp_path)))  # what `fedface simulate` does
     monkeypatch.setenv("FEDFACE_KEY", "ab" * 32)  # the clients' federation key (the server never reads it)
-    cfg = prepare_federation(compose_config([*FED, "data.aux=lfwa", f"run.dir={tmp_path}", *extra]))
+    composed = compose_config([*FED, "data.aux=lfwa", f"run.dir={tmp_path}", *extra])
+    RunDir(tmp_path, composed)  # config.yaml, as `fedface simulate` writes it
+    cfg = prepare_federation(composed)
     grid = LocalGrid(client_app, 3)
     return run_federation(grid, cfg, tmp_path), grid
 
@@ -297,3 +300,37 @@ def test_imprint_in_the_federation_traps_one_node_and_is_labelled(tmp_path, monk
         assert all(np.array_equal(by_h[node][k].numpy(), by_t[node][k].numpy()) for k in by_h[node].keys())
     assert not any(k.startswith("backbone.trap.") for m in [m for m in grid.sent if ARRAYS in m.content][3:]
                    for k in m.content[ARRAYS].keys())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_in_federation_inversions_are_checked_against_labels_and_scored_by_identity(tmp_path, monkeypatch):
+    """attack=inversion with ground truth: each attacked reply's picked rows are checked against the classes the
+    client trained on (row_precision), and `fedface invert` on the finished run scores every recorded inversion as
+    a guess for its row's identity, with its own grid."""
+    from conftest import data_root
+    if data_root() is None or not (data_root() / "lfwa").is_dir():
+        pytest.skip("LFW-a (the attacker's auxiliary faces) not found")
+    import json
+
+    from fedface.cli import main
+
+    res, _ = _federate_grid(tmp_path / "run", ["attack=inversion", "attack.inversion.steps=3", "attack.identities=2",
+                                               "attack.max_clients=2"], monkeypatch)
+    attacks = res["rounds"][0]["attacks"]
+    assert len(attacks) == 2
+    shards = [set(a["own_classes"]) for a in attacks]
+    assert shards[0] and shards[1] and not shards[0] & shards[1]  # identity shards are disjoint
+    for a in attacks:
+        assert a["row_is_own"] == [r in a["own_classes"] for r in a["rows"]]
+        assert a["row_precision"] == sum(a["row_is_own"]) / 2
+    assert main(["invert", f"attack.target={tmp_path / 'run'}", "attack.identities=2", "attack.inversion.steps=3",
+                 "attack.decoder=null", "attack.cache=null", "attack.backbone_only=false", "run.progress=false",
+                 "threads=1", f"run.dir={tmp_path / 'inv'}"]) == 0
+    inv = json.loads((tmp_path / "inv" / "results.json").read_text())
+    (row,) = [r for r in inv["rows"] if r["attack"] == "in-federation replies, round 1"]
+    assert row["rows"] == [c for a in attacks for c in a["rows"]]
+    assert row["nodes"] == sorted(a["node"] for a in attacks)
+    assert row["row_precision"] == sum(a["row_precision"] for a in attacks) / 2
+    assert "identity" in row and ("cos" in row["identity"] or "cos_unavailable" in row["identity"])
+    assert (tmp_path / "inv" / "grids" / "none-in-federation-round-1.png").exists()

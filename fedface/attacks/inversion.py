@@ -268,8 +268,7 @@ def head_scores(centres: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor
 
 
 __all__ = ["BNStatistics", "FacePrior", "attack_observation", "InversionConfig", "frozen", "head_scores", "invert",
-           "invert_centres",
-           "invert_embeddings", "invert_statistics", "tv_loss"]
+           "invert_centres", "invert_embeddings", "invert_statistics", "recorded_inversions", "tv_loss"]
 
 
 def attack_observation(obs, run_config: Mapping[str, Any], inversion_cfg: Mapping[str, Any], identities: int,
@@ -282,8 +281,12 @@ def attack_observation(obs, run_config: Mapping[str, Any], inversion_cfg: Mappin
     the classes in its batches; the others only get the softmax push; not validated here) -- and inverts them with
     this client's returned
     backbone (free low-resolution pixels / standardised masked tensors: no auxiliary data needed here). Writes
-    ``attacks/round-R/node-N/inversion.{safetensors,json}``; identity scores are the offline ``fedface invert``'s.
-    With a local head nothing identifies a client's people: the reply is skipped with that reason.
+    ``attacks/round-R/node-N/inversion.{safetensors,json}``. When the client recorded its ground truth (the
+    experimenter's, ``fedface.attacks.ground_truth``; read by this scorer, never by the attack), ``row_precision``
+    says how many picked rows really are classes the client trained on this round -- the check of the heuristic.
+    Identity scores of the inversions (dlib, SRRA on the final model) are ``fedface invert``'s on the finished run
+    (``recorded_inversions``). With a local head nothing identifies a client's people: the reply is skipped with
+    that reason.
     """
     from pathlib import Path
 
@@ -314,8 +317,48 @@ def attack_observation(obs, run_config: Mapping[str, Any], inversion_cfg: Mappin
     summary = {**base, "rows": rows.tolist(), "row_movement": [round(float(moved[r]), 6) for r in rows],
                "centre_cos": [round(float(c), 4) for c in out["cos"]], "centre_cos_mean": float(out["cos"].mean()),
                "steps": out["steps"], "seconds": round(out["seconds"], 2), "stopped": out["stopped"],
-               "malicious_weights": False}
+               "malicious_weights": False, **_row_truth(rows.tolist(), obs, run_dir)}
     atomic_save_safetensors(folder / "inversion.safetensors",
                             {"model_input": out["model_inputs"].contiguous().numpy(), "rows": rows.numpy()})
     atomic_write_json(folder / "inversion.json", summary)
     return summary
+
+
+def _row_truth(rows: list[int], obs, run_dir) -> dict[str, Any]:
+    """The scorer's check of the most-moved-rows heuristic against the client's recorded labels (every class it
+    trained on this round, MixUp partners included)."""
+    from fedface.attacks.ground_truth import ground_truth_path, load_ground_truth
+    from fedface.attacks.scoring import ground_truth_dir
+
+    path = ground_truth_path(obs.server_round, obs.node, ground_truth_dir(run_dir))
+    if path is None or not path.exists():
+        return {"row_truth_unavailable": "no ground truth recorded by the client (attack.ground_truth=false?)"}
+    own = set()
+    for record in load_ground_truth(path)[0]:
+        for labels in (record.labels, record.mix_labels):
+            if labels is not None:
+                own.update(int(c) for c in labels.reshape(-1).tolist())
+    hits = [r in own for r in rows]
+    return {"own_classes": sorted(own), "row_is_own": hits, "row_precision": sum(hits) / len(rows)}
+
+
+def recorded_inversions(run_dir) -> dict[int, dict[str, Any]]:
+    """The in-federation inversions a run recorded (``attacks/round-R/node-N/inversion.*``), per round: the
+    concatenated ``model_input`` of every attacked node, the head ``rows`` they target (= their identities under a
+    shared head) and each node's summary."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    by_round: dict[int, dict[str, Any]] = {}
+    for summary in sorted(Path(run_dir).glob("attacks/round-*/node-*/inversion.json")):
+        tensors = load_file(str(summary.with_suffix(".safetensors")))
+        facts = json.loads(summary.read_text())
+        rnd = int(summary.parent.parent.name.split("-")[1])
+        entry = by_round.setdefault(rnd, {"model_input": [], "rows": [], "nodes": []})
+        entry["model_input"].append(tensors["model_input"])
+        entry["rows"].append(tensors["rows"])
+        entry["nodes"].append(facts)
+    return {r: {"model_input": torch.cat(e["model_input"]), "rows": torch.cat(e["rows"]), "nodes": e["nodes"]}
+            for r, e in sorted(by_round.items())}
