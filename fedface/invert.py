@@ -356,7 +356,8 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
             pictures_of(f"in-federation replies, round {rnd}", "server", {"inputs": rec["model_input"]}, None,
                         facts, truth, board)
             save_grid(run.path / "grids" / f"{label}-in-federation-round-{rnd}.png", board,
-                      title=f"{tcfg.data.name} {label}: each attacked client's head rows, round {rnd}")
+                      title=f"{tcfg.data.name} {label}: each attacked client's head rows, round {rnd}",
+                      max_cols=len(truth))
     after = backbone.state_dict()
     results["model_unchanged"] = all(torch.equal(before[n], after[n]) for n in before)
     learned.save_arrays(run.path / "inversions.safetensors", arrays)
