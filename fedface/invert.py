@@ -259,7 +259,10 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     add("mean face (floor)", "-", mean_face, {})
     add("real image (ceiling)", "-", first[:, None].float(), {"note": "one training image per identity, itself "
                                                                       "enrolled"})
-    prior = FacePrior(aux, icfg.components, seed) if icfg.prior == "pca" else None
+    prior, prior_facts = face_prior(icfg, aux, seed, None if acfg.cache in (None, "") else Path(acfg.cache),
+                                    bool(cfg.run.progress))
+    if prior_facts:
+        results["prior"] = prior_facts
     pixels = shape[0] == 1 and shape[1] >= 32
     decoder_box: dict[str, Any] = {}
     fitted: dict[str, Any] = {}  # threat -> the attacker's fitted copy of the protection
@@ -316,7 +319,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                      "centre_cos_mean": float(inv["cos"].mean()),
                      "head_top1": float((scores.argmax(1) == ids).double().mean()), "curve": inv["curve"],
                      "steps": inv["steps"], "seconds": round(inv["seconds"], 1), "stopped": inv["stopped"],
-                     "bn_layers": inv["bn_layers"], "prior": "pca" if pri is not None else "free"}
+                     "bn_layers": inv["bn_layers"], "prior": icfg.prior if pri is not None else "free"}
             pictures_of("class-centre" + suffix, threat, inv, through, facts, ids)
     else:
         rows.append({"protection": label, "head": view["head"], "attack": "class-centre", "threat": "server",
@@ -365,6 +368,20 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
               title=f"{tcfg.data.name} {label} head={view['head']}: real | floor | ceiling | inversions")
     run.finish(results)
     return results
+
+
+def face_prior(icfg: InversionConfig, aux: torch.Tensor, seed: int, cache: Path | None, progress: bool):
+    """The attacker's picture prior, learned from its auxiliary faces only: eigenfaces (``pca``), a DCGAN (``gan``,
+    trained once and cached in ``attack.cache``) or none (``free``); and the facts to record."""
+    if icfg.prior == "pca":
+        return FacePrior(aux, icfg.components, seed), {"kind": "pca", "components": icfg.components}
+    if icfg.prior == "gan":
+        from fedface.attacks.face_gan import GanConfig, gan_prior
+
+        gcfg = GanConfig.from_cfg(icfg.gan)
+        prior, facts = gan_prior(aux, gcfg, cache, progress)
+        return prior, {"kind": "gan", **facts, "config": gcfg.to_json()}
+    return None, {}
 
 
 def attacker_protection(tcfg: DictConfig, aux: torch.Tensor, seed: int, key: bytes | None = None):

@@ -9,6 +9,8 @@ target, Zhang et al. 2020, Chen et al. 2021 -- cited by paper 001), with image p
 - DeepInversion's BatchNorm-statistics prior (Yin et al. 2020, ``bn``): the batch statistics of every BatchNorm2d's
   input are pulled to that layer's running mean / variance -- which the server holds with ``federation.bn=federated``;
 - a low-resolution parameterisation (``scale``; pixels only) and random jitter / flips (DeepInversion);
+- a face prior trained on the attacker's auxiliary faces (``prior``): the latent of a generator is optimised instead
+  of pixels -- eigenfaces (``FacePrior``, a linear generator) or a DCGAN (``fedface.attacks.face_gan``, GMI's prior);
 - for self-normalised frequency inputs, each channel of the optimised tensor is re-standardised in the forward pass
   (the real ``model_input`` is, by construction).
 
@@ -36,6 +38,9 @@ from torch import nn
 from torch.nn import functional as F
 
 
+PRIORS = ("pca", "gan", "free")
+
+
 @dataclass
 class InversionConfig:
     steps: int = 300          # Adam steps per batch of targets
@@ -47,8 +52,9 @@ class InversionConfig:
     jitter: int = 2           # random shift of up to +-jitter pixels per step (pictures only); 0: off
     flip: bool = True         # random horizontal flip per step (pixels only)
     standardize: bool | None = None  # re-standardise each channel (None: yes for multi-channel inputs)
-    prior: str = "pca"        # pixels parameterisation: pca (eigenfaces of the aux faces) | free (low-res pixels)
+    prior: str = "pca"        # pictures: pca (aux eigenfaces) | gan (a DCGAN on the aux faces) | free (low-res pixels)
     components: int = 64      # pca: number of eigenfaces (coefficients are unit-variance; l2 = Gaussian prior)
+    gan: Mapping[str, Any] | None = None  # gan: fedface.attacks.face_gan.GanConfig (None: its defaults)
     seed: int = 0
     max_seconds: float = 600.0
 
@@ -59,7 +65,13 @@ class InversionConfig:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ValueError(f"unknown attack.inversion key(s) {unknown}; known: {sorted(known)}")
-        return cls(**cfg)
+        out = cls(**cfg)
+        if out.prior not in PRIORS:
+            raise ValueError(f"attack.inversion.prior={out.prior!r}; known: {', '.join(PRIORS)}")
+        if out.prior == "gan":
+            from fedface.attacks.face_gan import GanConfig
+            GanConfig.from_cfg(out.gan)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,7 +195,7 @@ def invert(backbone: nn.Module, shape: tuple[int, int, int], cfg: InversionConfi
            through: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> dict[str, Any]:
     """Optimise inputs of ``shape`` (C, H, W) for ``backbone``.
 
-    ``prior``: optimise the coefficients of a ``FacePrior`` (pixels, shape (1, H, W)). ``through``: a picture in
+    ``prior``: optimise the latent of a ``FacePrior`` or ``face_gan.GanPrior`` (pixels, shape (1, H, W)). ``through``: a picture in
     [-1, 1] -> model_input map (the attacker's copy of the protection, e.g. PPFR-FD with its own or the clients'
     key): the optimised variable is then a picture and the backbone sees its masked version. ``inputs`` is what was
     optimised (a picture when ``through`` is given) and ``model_inputs`` what the backbone saw.
