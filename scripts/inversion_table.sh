@@ -3,7 +3,7 @@
 # finished runs' weights -- centralized models (their head holds every centre, like a head=shared aggregate) for
 # protect none / ppfr_fd / ppfr_fd+adamixup, and the ORL federations head=shared vs head=local -- then the
 # malicious-weights (imprint) attack with and without masking. Offline on saved weights: the last global
-# checkpoint is what the server holds anyway.
+# checkpoint is what the server holds anyway. The last rows repeat three targets with the DCGAN face prior.
 # usage: scripts/inversion_table.sh [RUNS_ROOT]   (default ../main/results; outputs under results/inversion-orl/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +33,8 @@ run fed-none-shared "$RUNS/fed-orl/none-shared" attack.backbone_only=false
 run fed-none-local "$RUNS/fed-orl/none-local"
 run fed-ppfr-ada-shared "$RUNS/fed-orl/ppfr-ada-shared" attack.backbone_only=false
 run fed-ppfr-ada-local "$RUNS/fed-orl/ppfr-ada-local"
+# the DCGAN prior (attack.inversion.prior=gan; trained once on the aux faces, cached in attack.cache) on the same targets
+run central-none-gan "$RUNS/orl-table/none" attack.backbone_only=false attack.inversion.prior=gan
+run central-ppfr_fd-gan "$RUNS/orl-table/ppfr_fd-native" attack.backbone_only=false attack.inversion.prior=gan
+run fed-none-shared-gan "$RUNS/fed-orl/none-shared" attack.backbone_only=false attack.inversion.prior=gan
 .venv/bin/python scripts/inversion_summary.py $OUT
