@@ -20,13 +20,13 @@ def _blobs(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_config_is_validated():
-    with pytest.raises(ValueError, match="attack.inversion.gan key"):
+    with pytest.raises(ValueError, match="attack.inversion.gan.latnet"):
         GanConfig.from_cfg({"latnet": 8})
     with pytest.raises(ValueError, match="power of 2"):
         GanConfig.from_cfg({"size": 48})
     with pytest.raises(ValueError, match="attack.inversion.prior='glow'"):
         InversionConfig.from_cfg({"prior": "glow"})
-    with pytest.raises(ValueError, match="gan key"):
+    with pytest.raises(ValueError, match="attack.inversion.gan.width "):
         InversionConfig.from_cfg({"prior": "gan", "gan": {"width ": 8}})
 
 

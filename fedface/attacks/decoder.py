@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from fedface.config import known_keys_only
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,7 @@ class DecoderConfig:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any], **override) -> "DecoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown attack.decoder key(s) {unknown}; known: {sorted(known)}")
-        return cls(**{**dict(cfg), **override})
+        return cls(**{**known_keys_only(cls, cfg, "attack.decoder"), **override})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

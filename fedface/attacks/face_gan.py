@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fedface.config import known_keys_only
 from fedface.io import atomic_save_safetensors, atomic_write_json
 
 
@@ -37,12 +38,7 @@ class GanConfig:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | None) -> "GanConfig":
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown attack.inversion.gan key(s) {unknown}; known: {sorted(known)}")
-        out = cls(**cfg)
+        out = cls(**known_keys_only(cls, cfg or {}, "attack.inversion.gan"))
         if out.size < 16 or out.size & (out.size - 1):
             raise ValueError(f"attack.inversion.gan.size={out.size}: a power of 2, at least 16")
         return out

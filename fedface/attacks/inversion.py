@@ -30,13 +30,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fedface.config import check_choice, known_keys_only
 
 PRIORS = ("pca", "gan", "free")
 
@@ -60,14 +61,8 @@ class InversionConfig:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | None) -> "InversionConfig":
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown attack.inversion key(s) {unknown}; known: {sorted(known)}")
-        out = cls(**cfg)
-        if out.prior not in PRIORS:
-            raise ValueError(f"attack.inversion.prior={out.prior!r}; known: {', '.join(PRIORS)}")
+        out = cls(**known_keys_only(cls, cfg or {}, "attack.inversion"))
+        check_choice(out.prior, PRIORS, "attack.inversion.prior")
         if out.prior == "gan":
             from fedface.attacks.face_gan import GanConfig
             GanConfig.from_cfg(out.gan)

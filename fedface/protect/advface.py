@@ -43,12 +43,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from fedface.attacks.decoder import DecoderConfig, UNet, to_targets, train
+from fedface.config import known_keys_only
 from fedface.protect import build_protection, needs_key, register
 from fedface.protect.base import InputSpec, Protection
 
@@ -75,13 +76,7 @@ class ShadowConfig:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | None) -> "ShadowConfig":
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown protect.shadow key(s) {', '.join('protect.shadow.' + k for k in unknown)}; "
-                             f"known: {', '.join(sorted(known))}")
-        out = cls(**cfg)
+        out = cls(**known_keys_only(cls, cfg or {}, "protect.shadow"))
         if out.size < 32 or out.size % 16:
             raise ValueError(f"protect.shadow.size={out.size}: the U-Net halves it 4 times and instance-normalises "
                              "the 2 x 2 bottom, use a multiple of 16 from 32")
