@@ -40,7 +40,7 @@ def test_training_is_bounded_by_max_seconds():
 def test_bad_decoder_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="attack.decoder.kind"):
         DecoderConfig(kind="vae")
-    with pytest.raises(ValueError, match="attack.decoder key"):
+    with pytest.raises(ValueError, match="attack.decoder.stpes"):
         DecoderConfig.from_cfg({"stpes": 3})
     with pytest.raises(FloatingPointError, match="NaN"):
         train(torch.full((4, 1, 8, 8), float("nan")), _smooth_faces(4), DecoderConfig(steps=1, width=8))
