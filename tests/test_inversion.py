@@ -171,6 +171,15 @@ def test_invert_and_imprint_commands_end_to_end(tmp_path):
     attacks = {r["attack"] for r in res["rows"]}
     assert {"mean face (floor)", "class-centre", "BN statistics only"} <= attacks
     assert (tmp_path / "inv" / "grids").is_dir()
+    gan = ["attack.inversion.prior=gan", "attack.inversion.gan.steps=3", "attack.inversion.gan.size=16",
+           "attack.inversion.gan.width=4", f"attack.cache={tmp_path / 'cache'}"]
+    assert main(["invert", *[o for o in small if not o.startswith("attack.cache=")], *gan,
+                 "attack.backbone_only=false", f"run.dir={tmp_path / 'gan'}"]) == 0
+    res = json.loads((tmp_path / "gan" / "results.json").read_text())
+    assert res["prior"]["kind"] == "gan" and res["prior"]["steps"] == 3 and not res["prior"]["cached"]
+    (centre,) = [r for r in res["rows"] if r["attack"] == "class-centre"]
+    assert centre["prior"] == "gan" and "identity" in centre
+    assert len(list((tmp_path / "cache").glob("gan-prior-*.safetensors"))) == 1
     assert main(["imprint", *small, "attack.imprint.clients=1", "attack.imprint.batch_size=4",
                  f"run.dir={tmp_path / 'imp'}"]) == 0
     imp = json.loads((tmp_path / "imp" / "results.json").read_text())
