@@ -526,4 +526,5 @@ def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-__all__ = ["IdentityScorer", "load_server_view", "run_imprint", "run_invert", "summarise", "target_weights"]
+__all__ = ["IdentityScorer", "face_prior", "load_server_view", "run_imprint", "run_invert", "summarise",
+           "target_weights"]
