@@ -4,10 +4,10 @@
 # protect none / ppfr_fd / ppfr_fd+adamixup, and the ORL federations head=shared vs head=local -- then the
 # malicious-weights (imprint) attack with and without masking. Offline on saved weights: the last global
 # checkpoint is what the server holds anyway. The last rows repeat three targets with the DCGAN face prior.
-# usage: scripts/inversion_table.sh [RUNS_ROOT]   (default ../main/results; outputs under results/inversion-orl/)
+# usage: scripts/inversion_table.sh [RUNS_ROOT]   (default results; outputs under results/inversion-orl/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${1:-../main/results}
+RUNS=${1:-results}
 OUT=results/inversion-orl
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 common="threads=1 run.progress=false"

@@ -10,6 +10,7 @@ latent's L2 (``attack.inversion.l2``) is the Gaussian prior the GAN was trained 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -175,8 +176,6 @@ def gan_prior(aux: torch.Tensor, cfg: GanConfig, cache: Path | None, progress: b
               ) -> tuple[GanPrior, dict[str, Any]]:
     """The GAN prior for ``aux`` faces (N, H, W): trained, or loaded from ``cache``/gan-prior-<id>.*, where the id
     covers the config and the faces themselves."""
-    import hashlib
-
     from safetensors.torch import load_file
 
     digest = hashlib.sha256(aux.numpy().tobytes()).hexdigest()[:12]

@@ -190,10 +190,10 @@ def invert(backbone: nn.Module, shape: tuple[int, int, int], cfg: InversionConfi
            through: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> dict[str, Any]:
     """Optimise inputs of ``shape`` (C, H, W) for ``backbone``.
 
-    ``prior``: optimise the latent of a ``FacePrior`` or ``face_gan.GanPrior`` (pixels, shape (1, H, W)). ``through``: a picture in
-    [-1, 1] -> model_input map (the attacker's copy of the protection, e.g. PPFR-FD with its own or the clients'
-    key): the optimised variable is then a picture and the backbone sees its masked version. ``inputs`` is what was
-    optimised (a picture when ``through`` is given) and ``model_inputs`` what the backbone saw.
+    ``prior``: optimise the latent of a ``FacePrior`` or ``face_gan.GanPrior`` (pixels, shape (1, H, W)).
+    ``through``: a picture in [-1, 1] -> model_input map (the attacker's copy of the protection, e.g. PPFR-FD with its
+    own or the clients' key): the optimised variable is then a picture and the backbone sees its masked version.
+    ``inputs`` is what was optimised (a picture when ``through`` is given) and ``model_inputs`` what the backbone saw.
 
     ``targets`` (K, d): embeddings/class centres to align with (loss 1 - cos); None: statistics only (``n`` inputs,
     BN + TV priors alone). Returns ``inputs`` (K, C, H, W) in the model's input space, ``cos`` (K,) final cosine to
@@ -285,15 +285,14 @@ def attack_observation(obs, run_config: Mapping[str, Any], inversion_cfg: Mappin
 
     With a shared head the reply carries the client's head rows. The server picks the ``identities`` rows that
     moved most from what it sent -- a heuristic for the client's own classes (the cross-entropy pulls the centres of
-    the classes in its batches; the others only get the softmax push; not validated here) -- and inverts them with
-    this client's returned
-    backbone (free low-resolution pixels / standardised masked tensors: no auxiliary data needed here). Writes
-    ``attacks/round-R/node-N/inversion.{safetensors,json}``. When the client recorded its ground truth (the
-    experimenter's, ``fedface.attacks.ground_truth``; read by this scorer, never by the attack), ``row_precision``
-    says how many picked rows really are classes the client trained on this round -- the check of the heuristic.
-    Identity scores of the inversions (dlib, SRRA on the final model) are ``fedface invert``'s on the finished run
-    (``recorded_inversions``). With a local head nothing identifies a client's people: the reply is skipped with
-    that reason.
+    the classes in its batches; the others only get the softmax push; checked by ``row_precision`` below) -- and
+    inverts them with this client's returned backbone (free low-resolution pixels / standardised masked tensors: no
+    auxiliary data needed here). Writes ``attacks/round-R/node-N/inversion.{safetensors,json}``. When the client
+    recorded its ground truth (the experimenter's, ``fedface.attacks.ground_truth``; read by this scorer, never by the
+    attack), ``row_precision`` says how many picked rows really are classes the client trained on this round. Identity
+    scores of the inversions (dlib, SRRA on the final model) are ``fedface invert``'s on the finished run
+    (``recorded_inversions``). With a local head nothing identifies a client's people: the reply is skipped with that
+    reason.
     """
     from pathlib import Path
 
