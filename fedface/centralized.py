@@ -19,7 +19,8 @@ from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head, count_parameters
 from fedface.protect import build_protection, needs_key
 from fedface.runs import RunDir, machine_info, start
-from fedface.train import NonFiniteLossError, TrainConfig, pick_device, train_local
+from fedface.train import NonFiniteLossError, TrainConfig, collapse, pick_device, train_local
+from fedface.train.collapse import expected_degenerate_loss
 from fedface.train.dp import check_config as check_dp
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,18 @@ def run_train(cfg: DictConfig) -> dict:
     log.info("training %s on %d images of %d identities (%s input %s)", cfg.model.name, len(train),
              train.num_identities, protection.name, spec.shape)
 
+    def collapse_check(loss: float) -> dict:
+        mix = mixer.mix_spec() if mixer is not None else protection.mix_spec()
+        degenerate = expected_degenerate_loss(train.num_identities, cfg.model.head, mix)
+        return collapse.check(loss, degenerate, head.weight)
+
     def on_epoch(epoch: int, loss: float) -> None:
         run.tensorboard.add_scalar("train/loss", loss, epoch)
-        point: dict[str, Any] = {"epoch": epoch + 1, "loss": loss}
+        verdict = collapse_check(loss)
+        point: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "degenerate_loss": verdict["degenerate_loss"],
+                                 "head_row_cosine": verdict["head_row_cosine"]}
+        run.tensorboard.add_scalar("train/loss_over_degenerate", verdict["loss_ratio"] or 0.0, epoch)
+        run.tensorboard.add_scalar("train/head_row_cosine", verdict["head_row_cosine"], epoch)
         if cfg.eval.every and (epoch + 1) % int(cfg.eval.every) == 0:
             metrics = evaluate(backbone, protection, data, table, int(cfg.seed), int(cfg.eval.batch_size))
             point["accuracy"] = metrics["accuracy"]
@@ -89,6 +99,11 @@ def run_train(cfg: DictConfig) -> dict:
         run.close()
         raise
     t_train = time.perf_counter() - t0
+    results["collapse"] = collapse_check(stats.loss)
+    if results["collapse"]["collapsed"]:
+        log.warning("COLLAPSED: final loss %.2f vs %.2f of ArcFace's degenerate solution, class centres' mean "
+                    "cosine %.2f -- this run learned nothing; its accuracy is not a measure of its input",
+                    stats.loss, results["collapse"]["degenerate_loss"], results["collapse"]["head_row_cosine"])
     metrics = evaluate(backbone, protection, data, table, int(cfg.seed), int(cfg.eval.batch_size))
     results.update(
         status="done",

@@ -38,7 +38,17 @@ def row(label: str, recs: list[dict]) -> str:
     ips = np.mean([r["train"]["images_per_second"] for r in recs])
     spread = f"{acc.std(ddof=1):.2f} (seeds)" if len(recs) > 1 else f"{fold_std:.2f} (folds)"
     return (f"| {label} | {len(recs)} | {acc.mean():.2f} ± {spread} | {tar_s} | {auc:.4f} | {top1_s} | "
-            f"{spe:.1f} | {ips:.0f} |")
+            f"{collapse_cell(recs)} | {spe:.1f} | {ips:.0f} |")
+
+
+def collapse_cell(recs: list[dict]) -> str:
+    """Final loss over ArcFace's degenerate loss (``fedface.train.collapse``), worst run; COLLAPSED when flagged."""
+    checks = [r.get("collapse") for r in recs]
+    if None in checks:
+        return "-"
+    worst = max(c["loss_ratio"] or 0.0 for c in checks)
+    flagged = sum(c["collapsed"] for c in checks)
+    return f"{worst:.2f}" + (f" COLLAPSED ({flagged}/{len(checks)})" if flagged else "")
 
 
 def mixup_cell(recs: list[dict]) -> str:
@@ -89,8 +99,9 @@ def main(argv: list[str]) -> None:
         label = re.sub(r"-s\d+$", "", run.name) if by_seed else run.name
         groups[label].append(rec)
     mixup = any(r.get("mixup", {}).get("name", "none") != "none" for recs in groups.values() for r in recs)
-    print("| run | n | acc % mean ± std | TAR@FAR=1e-3 % | AUC | top-1 % | s/epoch | img/s |" + (" mixup |" * mixup))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" * mixup))
+    print("| run | n | acc % mean ± std | TAR@FAR=1e-3 % | AUC | top-1 % | loss / L_deg | s/epoch | img/s |"
+          + (" mixup |" * mixup))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" * mixup))
     for label, recs in groups.items():
         print(row(label, recs) + (f" {mixup_cell(recs)} |" if mixup else ""))
 

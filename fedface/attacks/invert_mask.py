@@ -16,6 +16,8 @@ drops channels; ``ppfr_fd`` exact in analysis mode, approximate in masking mode 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -93,11 +95,14 @@ def _fr_fd(p: Protection, y: torch.Tensor, aux, permutation) -> tuple[torch.Tens
     return _unstandardize(_assemble(y, list(range(p.drop_dc, p.keep)), fill)), _unsent(p, aux) or "exact"
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (mean, sample std) of each image, averaged over images: what self-normalisation typically removes."""
-    mean = x.mean(dim=(-2, -1))
-    std = (x - mean[..., None, None]).square().sum(dim=(-2, -1)).div(x.shape[-2] * x.shape[-1] - 1).sqrt()
-    return mean.mean(dim=0)[:, None, None], std.mean(dim=0)[:, None, None]
+def _channel_stats(x: torch.Tensor, norm: str = "channel") -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, sample std) of each image's channels (``norm="channel"``) or of each whole image (``"image"``),
+    averaged over images: what self-normalisation typically removes. Shapes broadcast against one image."""
+    dims = (-3, -2, -1) if norm == "image" else (-2, -1)
+    mean = x.mean(dim=dims, keepdim=True)
+    count = math.prod(x.shape[d] for d in dims)
+    std = (x - mean).square().sum(dim=dims, keepdim=True).div(count - 1).sqrt()
+    return mean.mean(dim=0), std.mean(dim=0)
 
 
 def _mixing(channels: int) -> torch.Tensor:
@@ -170,12 +175,12 @@ def _ppfr_fd(p: Protection, y: torch.Tensor, aux, permutation) -> tuple[torch.Te
     Masking mode, every step on: y = norm(sort(shuffle2(D norm(F[:, perm])))). Known: Shuffle1's ``permutation``
     (the key), the mixing D, the sort rule. Unknown, estimated from the aux faces run through the same steps:
     1. the sort order (the sort undoes Shuffle2, so only the sort's order matters): ``_unsort``;
-    2. each mixed channel's mean and std removed by eq. 7: their aux averages (the means are 0 by construction);
+    2. each mixed channel's (``norm=image``: each image's) mean and std removed by eq. 7: their aux averages;
     3. the mixing: 34 equations, 35 unknowns per coefficient, with D's null space the alternating vector
        (+1, -1, ...). Solved as ridge regression around the aux mean of the normalised E (``unmix`` on the
        residual, ``RIDGE``): the null-space component and the part that channels swapped by step 1 corrupt shrink
        towards the typical face instead of being amplified (D's condition number is ~20);
-    4. each F_i's mean and std removed by eq. 4: their aux averages;
+    4. each F_i's (``norm=image``: each image's) mean and std removed by eq. 4: their aux averages;
     5. the DC and the channels past ``keep``: the aux mean.
     Analysis mode: y = a * F with the gate weights a_i > 0, which travel with the model: exact on the kept channels.
     """
@@ -193,13 +198,13 @@ def _ppfr_fd(p: Protection, y: torch.Tensor, aux, permutation) -> tuple[torch.Te
         return None, "ppfr_fd inversion needs aux_images for the statistics the masking removes"
     perm = permutation.to(y.device) if steps["shuffle1"] else torch.arange(len(kept), device=y.device)
     e_aux = coefficients(aux, p.keep)[:, kept][:, perm]
-    n_aux = self_normalize(e_aux, p.eps) if steps["normalize"] else e_aux
+    n_aux = self_normalize(e_aux, p.eps, p.norm) if steps["normalize"] else e_aux
     pre_aux = mix_channels(n_aux) if steps["mix"] else n_aux
     pre = y
     if steps["sort"]:
         pre = torch.empty_like(y).scatter_(1, _unsort(y, pre_aux)[:, :, None, None].expand_as(y), y)
     if steps["normalize"]:
-        mean, std = _channel_stats(pre_aux)
+        mean, std = _channel_stats(pre_aux, p.norm)
         pre = pre * std + mean
     n = pre
     if steps["mix"]:
@@ -207,7 +212,7 @@ def _ppfr_fd(p: Protection, y: torch.Tensor, aux, permutation) -> tuple[torch.Te
         residual = pre - torch.einsum("jk,khw->jhw", d, prior)
         n = prior + unmix(residual.transpose(0, 1), d, RIDGE)[0].transpose(0, 1)
     if steps["normalize"]:
-        mean, std = _channel_stats(e_aux)
+        mean, std = _channel_stats(e_aux, p.norm)
         n = n * std + mean
     f = torch.empty_like(n)
     f[:, perm] = n

@@ -121,12 +121,13 @@ def _plan(obs: Observation, run_cfg: Mapping[str, Any], tcfg: TrainConfig, threa
 
 def _projection(protect_cfg: Mapping[str, Any], mixed: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """What the attacker knows of the input's form (Kerckhoffs: the protection's design is public): raw pixels lie in
-    [-1, 1]; PPFR-FD's masked channels are each self-normalised (eq. 7). Mixtures of them have no such form."""
+    [-1, 1]; PPFR-FD's masked input is self-normalised (eq. 7, per image or per channel). Mixtures of them have no such form."""
     if mixed:
         return None
     if protect_cfg["name"] == "none":
         return lambda x: x.clamp(-1.0, 1.0)
     if protect_cfg["name"] == "ppfr_fd" and not protect_cfg.get("analysis") and \
             protect_cfg.get("steps", {}).get("normalize", True):
-        return self_normalize
+        norm = str(protect_cfg.get("norm", "image"))
+        return lambda x: self_normalize(x, norm=norm)
     return None

@@ -91,6 +91,11 @@ class Mixer:
         update, self.pending = self.pending, self._empty()
         return update
 
+    def mix_spec(self) -> dict:
+        """The candidate k, how often each was drawn and the weight draw (``fedface.train.collapse``)."""
+        return {"k": list(self.ks), "shares": list(self.k_counts), "max_weight": self.cfg.max_weight,
+                "weight_draw": self.cfg.weight_draw}
+
     def describe(self) -> dict:
         """JSON facts for results.json: the k range, how often each k was drawn, the policy's state."""
         total = sum(self.k_counts)

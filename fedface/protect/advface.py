@@ -120,7 +120,7 @@ class AdvFace(Protection):
         if isinstance(inner, AdvFace):
             raise ValueError("protect.inner=advface: AdvFace cannot stack on itself")
         self.inner = inner
-        self.needs_key = inner.needs_key
+        self.needs_key, self.grid = inner.needs_key, inner.grid
         self.iterations, self.alpha, self.eps, self.total_eps = iterations, alpha, eps, total_eps
         self.shadow_cfg = shadow or ShadowConfig()
         self._shadow: _Shadow | None = None

@@ -42,6 +42,10 @@ class Protection(nn.Module):
     #: a ``fedface.train.dp.DPConfig`` when the protection is DP-SGD on the update (``dp_sgd``): ``train_local`` then
     #: trains with per-example clipping and noise; None for input transforms.
     dp = None
+    #: the pixel period the model_input is tied to: 8 for block-DCT inputs (a shift by a non-multiple of 8 changes
+    #: every block's phase, which test images never see), 1 for pixel inputs. Training shifts use it
+    #: (``fedface.train.loop.augment_batch``).
+    grid: int = 1
 
     def output_spec(self, height: int, width: int) -> InputSpec:
         raise NotImplementedError
@@ -62,6 +66,11 @@ class Protection(nn.Module):
 
         The training routine then uses the MixUp-ArcFace loss (``ArcFace.forward`` with weights).
         """
+        return None
+
+    def mix_spec(self) -> dict | None:
+        """How this protection mixes samples (InstaHide): {k, shares, max_weight, weight_draw} as
+        ``fedface.train.collapse.expected_degenerate_loss`` takes it; None for protections that do not mix."""
         return None
 
     def describe(self) -> dict:

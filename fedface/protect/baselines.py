@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
-from fedface.freq.bdct import block_grid
+from fedface.data.synthetic import synthetic_faces
+from fedface.freq.bdct import BLOCK, block_grid
 from fedface.freq.ppfr import draw
 from fedface.mixup.mix import mix_weights, mix_with, shuffle_partners
 from fedface.protect import register
@@ -112,49 +114,81 @@ class PixelNoise(Protection):
 
 
 class InstaHide(Protection):
-    """`instahide` (Huang et al. 2020), the inside-dataset variant: each image is mixed with k - 1 random partners
-    from the same batch, weights ~ Dirichlet(1, ..., 1), then every element's sign is flipped at random (the one-time
-    mask). Config: k (2), domain (pixel | freq: mix the ``fr_fd`` coefficients, paper 001's InstaHide-FD).
+    """`instahide` (Huang et al. 2020) as paper 000 runs it for its Table 1 row: k = 3 images per mix, of which
+    ``public`` (1) is "a fixed public image ... the same public image for encryption in training and testing".
 
-    Mixing also mixes labels. ``forward`` returns only the tensor; ``last_mix()`` returns (partners, weights) of the
-    last batch, both (B, k), column 0 being the image itself, so that the training routine builds the target
-    y_mix[i] = sum_j weights[i, j] * onehot(y[partners[i, j]]).
+    Training: each face is mixed with k - 1 - public random partners from its batch and the fixed public image(s),
+    weights ~ Dirichlet(1, ..., 1), then every element's sign is flipped at random (the one-time mask). Test (eval
+    mode): each face is mixed with the same public image(s) only, each at its expected training weight 1/k, the
+    face at the rest, with fresh signs -- never with another test face. The public image is not a client's face: a
+    procedural face (``fedface.data.synthetic``, seed ``public_seed``), so every client and the evaluator share it.
+    Labels: the private columns' weights renormalised (the public image has no label).
+    Config: k (3), public (1; 0 is the inside-dataset variant), public_seed (0), domain (pixel | freq: mix the
+    ``fr_fd`` coefficients, paper 001's InstaHide-FD).
+
+    ``last_mix()`` returns (partners, weights) of the last training batch's private columns, both (B, k - public),
+    column 0 being the image itself, weights summing to 1, for the target sum_j weights[i, j] onehot(y[partners]).
     """
 
     name = "instahide"
 
-    def __init__(self, k: int = 2, domain: str = "pixel"):
+    def __init__(self, k: int = 3, domain: str = "pixel", public: int = 1, public_seed: int = 0):
         super().__init__()
-        if k < 1 or domain not in ("pixel", "freq"):
-            raise ValueError(f"instahide needs k >= 1 and domain pixel|freq, got k={k}, domain={domain!r}")
-        self.k, self.domain = k, domain
+        if k < 1 or domain not in ("pixel", "freq") or not 0 <= public < k:
+            raise ValueError(f"instahide needs k >= 1, 0 <= public < k and domain pixel|freq, got k={k}, "
+                             f"public={public}, domain={domain!r}")
+        self.k, self.domain, self.public, self.public_seed = k, domain, public, public_seed
+        self.grid = BLOCK if domain == "freq" else 1
+        faces = synthetic_faces(num_identities=max(public, 1), images_per_identity=1, seed=public_seed).images
+        self.register_buffer("public_faces", faces[:public].unsqueeze(1).float(), persistent=False)
         self._mix: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def output_spec(self, height: int, width: int) -> InputSpec:
         return InputSpec(64, *block_grid(height, width)) if self.domain == "freq" else InputSpec(1, height, width)
 
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return dct_input(x) if self.domain == "freq" else standardize(x)
+
+    def _public(self, x: torch.Tensor) -> torch.Tensor:
+        faces = self.public_faces.to(x.device)
+        if faces.shape[-2:] != x.shape[-2:]:
+            faces = F.interpolate(faces, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self._encode(faces)
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = dct_input(x) if self.domain == "freq" else standardize(x)
-        b = z.shape[0]
-        partners = shuffle_partners(b, self.k, generator, x.device)
-        weights = mix_weights(b, self.k, 1.0, generator, x.device, "dirichlet")  # Exp(1) -> Dirichlet(1), no cap
-        mixed = mix_with(z, partners, weights)
+        z, b = self._encode(x), x.shape[0]
+        if self.training:
+            private = self.k - self.public
+            partners = shuffle_partners(b, private, generator, x.device)
+            weights = mix_weights(b, self.k, 1.0, generator, x.device, "dirichlet")  # Exp(1) -> Dirichlet(1)
+            mixed = mix_with(z, partners, weights[:, :private])
+            own = weights[:, :private]
+            self._mix = (partners, own / own.sum(dim=1, keepdim=True))
+        else:
+            weights = torch.full((b, self.k), 1.0 / self.k, device=x.device)
+            mixed = z * (1.0 - self.public / self.k)
+        if self.public:
+            mixed = mixed + torch.einsum("bp,p...->b...", weights[:, self.k - self.public:].to(z.dtype),
+                                         self._public(x))
         sign = torch.where(draw(torch.rand, z.shape, generator, x.device) < 0.5, -1.0, 1.0)
-        self._mix = (partners, weights)
         return sign * mixed
 
     def last_mix(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(partners (B, k) long, weights (B, k), rows summing to 1) of the last ``forward``."""
+        """(partners (B, k - public) long, weights (B, k - public), rows summing to 1) of the last training batch."""
         if self._mix is None:
-            raise RuntimeError("instahide.last_mix() called before any forward")
+            raise RuntimeError("instahide.last_mix() called before any training forward")
         return self._mix
 
     def mixed_labels(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         partners, weights = self.last_mix()
         return labels.to(partners.device)[partners], weights
 
+    def mix_spec(self) -> dict:
+        return {"k": [self.k - self.public], "shares": [1], "max_weight": 1.0, "weight_draw": "dirichlet"}
+
     def describe(self) -> dict:
-        return {"name": self.name, "k": self.k, "domain": self.domain}
+        return {"name": self.name, "k": self.k, "public": self.public, "public_seed": self.public_seed,
+                "domain": self.domain}
 
 
 @register("peep")
@@ -169,7 +203,8 @@ def _noise(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
 
 @register("instahide")
 def _instahide(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
-    return InstaHide(k=int(cfg.get("k", 2)), domain=str(cfg.get("domain", "pixel")))
+    return InstaHide(k=int(cfg.get("k", 3)), domain=str(cfg.get("domain", "pixel")), public=int(cfg.get("public", 1)),
+                     public_seed=int(cfg.get("public_seed", 0)))
 
 
 class DPSGDProtection(NoProtection):

@@ -14,7 +14,7 @@ import torch
 
 from fedface.freq import ppfr
 from fedface.freq.analysis import GAMMA, ChannelGate
-from fedface.freq.bdct import bdct, block_grid
+from fedface.freq.bdct import BLOCK, bdct, block_grid
 from fedface.freq.obfuscator import BASE, BETA, BIAS, CHANNELS, V_RANGE, obfuscate, recover
 from fedface.freq.ppfr import mask, select_channels, self_normalize
 from fedface.protect import register
@@ -35,6 +35,7 @@ class FrFd(Protection):
     """
 
     name = "fr_fd"
+    grid = BLOCK
 
     def __init__(self, keep: int = 64, drop_dc: bool = False):
         super().__init__()
@@ -59,11 +60,13 @@ class PpfrFd(Protection):
       ``aux_loss()`` is lambda * Loss_pri (eqs. 1-2). The masking steps do not run in this mode: self-normalisation
       would cancel any per-channel weight, so the gates could not learn.
 
-    Config: keep (36), drop_dc (true; false in analysis mode), steps, analysis (false), gamma (0.3), lam (1.0),
-    eps (1e-10, self-normalisation guard).
+    Config: keep (36), drop_dc (true; false in analysis mode), steps, norm (image: eqs. 4/7 per image, paper 000;
+    channel: per channel, paper 002's variant, for the ablation), analysis (false), gamma (0.3), lam (1.0), eps
+    (1e-10, self-normalisation guard).
     """
 
     name = "ppfr_fd"
+    grid = BLOCK
 
     def __init__(
         self,
@@ -75,9 +78,11 @@ class PpfrFd(Protection):
         gamma: float = GAMMA,
         lam: float = 1.0,
         eps: float = ppfr.EPS,
+        norm: str = "image",
     ):
         super().__init__()
         self.keep, self.analysis, self.lam, self.eps = keep, analysis, lam, eps
+        self.norm = ppfr.check_norm(norm)
         self.drop_dc = (not analysis) if drop_dc is None else drop_dc
         self.steps = ppfr.check_steps(steps)
         self.needs_key = not analysis and self.steps["shuffle1"]
@@ -99,7 +104,7 @@ class PpfrFd(Protection):
         f = select_channels(ppfr.coefficients(x, self.keep), self.keep, self.drop_dc)
         if self.analysis:
             return self.gate(f)
-        return mask(f, self.steps, self.permutation, generator, self.eps)
+        return mask(f, self.steps, self.permutation, generator, self.eps, self.norm)
 
     def aux_loss(self) -> torch.Tensor | None:
         """lambda * Loss_pri of the last forward batch (eq. 2's second term), analysis mode only."""
@@ -112,7 +117,7 @@ class PpfrFd(Protection):
         if self.analysis:
             facts.update(gamma=self.gate.gamma, lam=self.lam, weights=self.gate.weights.tolist(), kept=self.gate.kept())
         else:
-            facts["steps"] = dict(self.steps)
+            facts.update(steps=dict(self.steps), norm=self.norm)
         return facts
 
 
@@ -123,6 +128,7 @@ class Obfuscator(Protection):
     """
 
     name = "obfuscator"
+    grid = BLOCK
 
     def __init__(
         self,
@@ -175,6 +181,7 @@ def _ppfr_fd(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
         gamma=float(cfg.get("gamma", GAMMA)),
         lam=float(cfg.get("lam", 1.0)),
         eps=float(cfg.get("eps", ppfr.EPS)),
+        norm=str(cfg.get("norm", "image")),
     )
 
 

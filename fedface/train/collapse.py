@@ -1,0 +1,99 @@
+"""ArcFace's degenerate solution, and the detector that flags a run stuck in it.
+
+With insightface's fallback cos(theta + m) -> cos theta - m sin m (``ArcFace.margin_cos``) there is a configuration
+where every embedding points away from every class centre: all cos theta = -1. The gradient of cos theta vanishes
+there, so SGD can sit on it, and its cross-entropy has a closed form. For a sample mixed from k identities with
+weights c_i (MixUp-ArcFace, paper 001 Algorithm 1; k = 1, c = 1 is plain ArcFace, Deng et al. 2019 eq. 3) the logits
+are s(-1 - c_i m sin m) for its classes and -s for the C - k others, so
+
+    L_deg = s m sin m * sum_i c_i^2 + ln(sum_i exp(-s c_i m sin m) + C - k),
+
+which is ln(1 + (C - 1) e^{s m sin m}) for plain ArcFace: 20.40 for C = 158, s = 64, m = 0.5 (12.73 at s = 32).
+(``easy_margin`` drops the margin at cos theta < 0: all logits equal, L_deg = ln C.) A run that sits on that value has
+learned nothing; its class centres all point one way (mean pairwise cosine of the head's rows near 1) and the
+verification threshold lands near cosine 1.
+
+``check`` compares a measured loss with L_deg and reads the head: the verdict every run records (``results.json``
+"collapse", each curve point, each federated round).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch.nn import functional as F
+
+#: A final loss at or above this share of L_deg means the run never left the degenerate solution's level.
+LOSS_RATIO = 0.9
+#: A mean pairwise cosine of the class centres above this means the centres point one way (healthy heads: ~0).
+ROW_COSINE = 0.5
+#: Monte-Carlo draws of the MixUp weights behind E[L_deg] (standard error ~0.01 nats).
+WEIGHT_DRAWS = 4096
+
+
+def degenerate_loss(num_classes: int, s: float, m: float, easy_margin: bool = False,
+                    weights: torch.Tensor | None = None) -> float:
+    """Mean L_deg over the rows of ``weights`` (N, k) (None: plain ArcFace, k = 1), assuming distinct classes."""
+    if easy_margin:
+        return math.log(num_classes)
+    c = torch.ones(1, 1, dtype=torch.float64) if weights is None else weights.to(torch.float64)
+    k = c.shape[1]
+    if num_classes < k:
+        raise ValueError(f"{num_classes} classes cannot hold k={k} distinct mixed labels")
+    mm = s * m * math.sin(m)
+    per_row = mm * c.square().sum(dim=1) + torch.log(torch.exp(-mm * c).sum(dim=1) + (num_classes - k))
+    return float(per_row.mean())
+
+
+def mixup_degenerate_loss(num_classes: int, s: float, m: float, easy_margin: bool, ks: Sequence[int],
+                          shares: Sequence[float], max_weight: float, how: str) -> float:
+    """E[L_deg] under MixUp: each k's expectation over the mixer's own weight draw, mixed by how often k was drawn."""
+    from fedface.mixup.mix import mix_weights
+
+    gen = torch.Generator().manual_seed(0)
+    total = 0.0
+    for k, share in zip(ks, shares):
+        if share > 0:
+            w = mix_weights(WEIGHT_DRAWS, k, max_weight, gen, torch.device("cpu"), how)
+            total += share * degenerate_loss(num_classes, s, m, easy_margin, w)
+    return total
+
+
+def row_cosine(weight: torch.Tensor) -> float:
+    """Mean pairwise cosine of the class centres (the rows of the ArcFace weight), diagonal excluded."""
+    w = F.normalize(weight.detach().to(torch.float64), dim=1)
+    n = w.shape[0]
+    if n < 2:
+        return 0.0
+    total = w.sum(dim=0).square().sum() - n  # sum over i != j of w_i . w_j
+    return float(total / (n * (n - 1)))
+
+
+def check(loss: float, degenerate: float, head_weight: torch.Tensor | None) -> dict[str, float | bool | None]:
+    """The verdict: collapsed when the loss stays at >= ``LOSS_RATIO`` x L_deg or the centres point one way.
+
+    A NaN loss is not a verdict on collapse (``NonFiniteLossError`` reports it); it leaves ``collapsed`` False.
+    """
+    cosine = None if head_weight is None else row_cosine(head_weight)
+    ratio = loss / degenerate if degenerate > 0 and math.isfinite(loss) else None
+    collapsed = (ratio is not None and ratio >= LOSS_RATIO) or (cosine is not None and cosine > ROW_COSINE)
+    return {"collapsed": bool(collapsed), "loss": loss, "degenerate_loss": degenerate, "loss_ratio": ratio,
+            "head_row_cosine": cosine}
+
+
+def expected_degenerate_loss(num_classes: int, head_cfg: Mapping, mix: Mapping | None = None) -> float:
+    """L_deg for a run: ``head_cfg`` is model.head (s, m, easy_margin); ``mix`` how training mixes samples (None:
+    it does not), a mapping with the candidate ``k`` list, ``shares`` (how often each k was drawn; all zero or
+    missing: uniform), ``max_weight`` and ``weight_draw`` -- ``Mixer.mix_spec()`` or a protection's ``mix_spec()``."""
+    s, m = float(head_cfg.get("s", 64.0)), float(head_cfg.get("m", 0.5))
+    easy = bool(head_cfg.get("easy_margin", False))
+    if not mix:
+        return degenerate_loss(num_classes, s, m, easy)
+    ks = list(mix["k"])
+    shares = list(mix.get("shares") or [])
+    if len(shares) != len(ks) or sum(shares) <= 0:
+        shares = [1.0] * len(ks)
+    total = sum(shares)
+    return mixup_degenerate_loss(num_classes, s, m, easy, ks, [x / total for x in shares],
+                                 float(mix["max_weight"]), str(mix["weight_draw"]))
