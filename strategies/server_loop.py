@@ -27,6 +27,7 @@ from fedface.io import atomic_write_json
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
+from fedface.train.collapse import is_collapsed
 from strategies.central_dp import build_central_dp
 from strategies.records import from_record, to_record
 from strategies.malicious import MaliciousFedFaceAvg
@@ -142,7 +143,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             arrays = from_record(new_arrays)
         record = {"round": rnd, **strategy.last_round, "seconds": 0.0,
                   "train_loss": None if train_metrics is None else float(train_metrics["train_loss"]),
-                  "global_bytes": nbytes(arrays)}
+                  "global_bytes": nbytes(arrays), **collapse_record(train_metrics)}
         if rnd % int(fed["eval_every"]) == 0 or rnd == int(fed["rounds"]):
             eval_msgs = strategy.configure_evaluate(rnd, to_record(arrays), ConfigRecord({}), grid)
             metrics = strategy.aggregate_evaluate(rnd, grid.send_and_receive(eval_msgs,
@@ -165,9 +166,26 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             log.info(results["stopped"])
             break
     results["status"] = "done"
+    last = next((r for r in reversed(results["rounds"]) if "collapsed" in r), None)
+    if last is not None:
+        results["collapse"] = {k: last[k] for k in ("collapsed", "loss_over_degenerate", "head_row_cosine")}
+        if last["collapsed"]:
+            log.warning("COLLAPSED: the clients' loss sits at %.2f x ArcFace's degenerate solution (class centres' "
+                        "mean cosine %.2f): the federation learned nothing", last["loss_over_degenerate"],
+                        last["head_row_cosine"])
     atomic_write_json(run_dir / "results.json", results)
     writer.close()
     return results
+
+
+def collapse_record(train_metrics) -> dict[str, Any]:
+    """The round's collapse verdict (``fedface.train.collapse``) from the clients' example-weighted mean loss ratio
+    and head-row cosine; nothing when the replies do not carry them (SecAgg+ sums only the loss)."""
+    if train_metrics is None or "loss-over-degenerate" not in train_metrics:
+        return {}
+    ratio, cosine = float(train_metrics["loss-over-degenerate"]), float(train_metrics["head-row-cosine"])
+    return {"loss_over_degenerate": ratio, "head_row_cosine": cosine,
+            "collapsed": is_collapsed(ratio, cosine)}
 
 
 def _checkpoint(folder: Path, rnd: int, arrays: dict[str, np.ndarray], policy, optimizer,

@@ -206,8 +206,8 @@ def test_pixel_noise_sigma():
     assert (y - build_protection("none")(x)).std().item() == pytest.approx(0.3, rel=0.05)
 
 
-def test_instahide_exposes_the_mix_for_label_mixing():
-    p = build_protection({"name": "instahide", "k": 2})
+def test_instahide_inside_dataset_exposes_the_mix_for_label_mixing():
+    p = build_protection({"name": "instahide", "k": 2, "public": 0})
     with pytest.raises(RuntimeError):
         p.last_mix()
     x = faces(8)
@@ -219,6 +219,35 @@ def test_instahide_exposes_the_mix_for_label_mixing():
     expected = (weights[:, :, None, None, None] * z[partners]).sum(1)
     assert torch.allclose(y.abs(), expected.abs(), atol=1e-6)  # mix, then per-element random signs
     assert 0.3 < (y.sign() != expected.sign()).float().mean() < 0.7
+
+
+def test_instahide_mixes_one_fixed_public_image_at_training_and_at_test():
+    """Paper 000's protocol: k = 3 with one fixed public image, the same at training and test; a test face is mixed
+    with the public image only, never with another test face."""
+    p = build_protection("instahide")
+    assert (p.k, p.public) == (3, 1)
+    x = faces(8)
+    z, public = build_protection("none")(x), build_protection("none")(p.public_faces)
+    y = p(x, gen())
+    partners, label_weights = p.last_mix()
+    assert partners.shape == (8, 2) and torch.allclose(label_weights.sum(1), torch.ones(8))
+    p.eval()
+    test = p(x, gen(1))
+    assert torch.allclose(test.abs(), (2 / 3 * z + 1 / 3 * public).abs(), atol=1e-5)
+    alone = p(x[3:4], gen(2))  # the same face in another batch: the same mixture, whatever its batch holds
+    assert torch.allclose(alone.abs(), test[3:4].abs(), atol=1e-5)
+    other = build_protection({"name": "instahide", "public_seed": 1})
+    assert not torch.equal(other.public_faces, p.public_faces)
+    assert not torch.allclose(y.abs(), test.abs())
+    with pytest.raises(ValueError, match="public"):
+        build_protection({"name": "instahide", "k": 2, "public": 2})
+
+
+def test_ppfr_fd_norm_is_configurable_and_checked():
+    assert build_protection("ppfr_fd", key=b"k" * 32).describe()["norm"] == "image"
+    assert build_protection({"name": "ppfr_fd", "norm": "channel"}, key=b"k" * 32).norm == "channel"
+    with pytest.raises(ValueError, match=r"protect.norm='pixel'; known: image, channel"):
+        build_protection({"name": "ppfr_fd", "norm": "pixel"}, key=b"k" * 32)
 
 
 def test_load_key_sources_and_errors(caplog):

@@ -23,6 +23,8 @@ from fedface.federation.node_data import NodeFolders, own_data, shard_data
 from fedface.federation.params import check_modes, federated_state, floats_only, load_federated_state
 from fedface.mixup import PolicyUpdate, build_mixer
 from fedface.models import build_backbone, build_head
+from fedface.train import collapse
+from fedface.train.collapse import expected_degenerate_loss
 from fedface.protect import build_protection
 from fedface.train import TrainConfig, pick_device, train_local
 
@@ -122,8 +124,15 @@ class ClientTask:
             save_ground_truth(ground_truth, record, {"partition": self.partition_id, "seed": seed,
                                                      "num_examples": self.num_examples,
                                                      "labels": self.labels.tolist(), "head": self.head_mode})
+        mix = self.mixer.mix_spec() if self.mixer is not None else self.protection.mix_spec()
+        verdict = collapse.check(float(res.loss), expected_degenerate_loss(self.head.num_classes,
+                                                                           self.cfg["model"]["head"], mix),
+                                 self.head.weight)
         metrics = {"train_loss": float(res.loss), "num-examples": self.num_examples, "steps": res.steps,
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0,
+                   # ArcFace's degenerate solution (fedface.train.collapse): facts of the public config and the head
+                   "loss-over-degenerate": float(verdict["loss_ratio"] or 0.0),
+                   "head-row-cosine": float(verdict["head_row_cosine"])}
         if res.dp is not None:
             eps = res.dp["epsilon"]
             metrics.update(epsilon=-1.0 if eps is None else float(eps), delta=float(res.dp["delta"]))

@@ -73,7 +73,8 @@ class Mixer:
         batch, so call this after the FR backward and before the FR step), then ``observe``."""
         if self.policy is not None:
             _, _, mixed, y, c = self._last
-            self.observe(reward(backbone, head, mixed, y, c, reward1.item(), lr, self.cfg.reward_weights))
+            self.observe(reward(backbone, head, mixed, y, c, reward1.item(), lr, self.cfg.reward_weights,
+                                self.cfg.reward_offset))
 
     def observe(self, r: float) -> None:
         """Add (r - b) grad log pi(k) of the last ``mix``; with an optimizer, apply every ``policy_every`` steps."""
@@ -106,6 +107,6 @@ class Mixer:
             facts.update(final_pmf=self.pmf, policy_updates=self.policy_steps, baseline=self.baseline,
                          policy_parameters=sum(p.numel() for p in self.policy.parameters()),
                          policy_width=self.cfg.policy_width, policy_lr=self.cfg.policy_lr,
-                         reward_weights=list(self.cfg.reward_weights),
+                         reward_weights=list(self.cfg.reward_weights), reward_offset=self.cfg.reward_offset,
                          baseline_momentum=self.cfg.baseline_momentum, policy_every=self.cfg.policy_every)
         return facts

@@ -70,6 +70,12 @@ def row_cosine(weight: torch.Tensor) -> float:
     return float(total / (n * (n - 1)))
 
 
+def is_collapsed(loss_ratio: float | None, head_row_cosine: float | None) -> bool:
+    """The rule: loss at >= ``LOSS_RATIO`` x L_deg, or class centres with mean cosine above ``ROW_COSINE``."""
+    return bool((loss_ratio is not None and loss_ratio >= LOSS_RATIO)
+                or (head_row_cosine is not None and head_row_cosine > ROW_COSINE))
+
+
 def check(loss: float, degenerate: float, head_weight: torch.Tensor | None) -> dict[str, float | bool | None]:
     """The verdict: collapsed when the loss stays at >= ``LOSS_RATIO`` x L_deg or the centres point one way.
 
@@ -77,8 +83,7 @@ def check(loss: float, degenerate: float, head_weight: torch.Tensor | None) -> d
     """
     cosine = None if head_weight is None else row_cosine(head_weight)
     ratio = loss / degenerate if degenerate > 0 and math.isfinite(loss) else None
-    collapsed = (ratio is not None and ratio >= LOSS_RATIO) or (cosine is not None and cosine > ROW_COSINE)
-    return {"collapsed": bool(collapsed), "loss": loss, "degenerate_loss": degenerate, "loss_ratio": ratio,
+    return {"collapsed": is_collapsed(ratio, cosine), "loss": loss, "degenerate_loss": degenerate, "loss_ratio": ratio,
             "head_row_cosine": cosine}
 
 

@@ -1,0 +1,93 @@
+"""ArcFace's degenerate solution: the closed form against the real head, and the detector on a forced collapse."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from fedface.cli import main
+from fedface.mixup.mix import mix_weights
+from fedface.models.arcface import ArcFace, soft_targets
+from fedface.train import collapse
+from tests.test_cli import FAST
+
+
+def _antipodal(num_classes: int, batch: int, s: float, m: float) -> tuple[ArcFace, torch.Tensor]:
+    """A head whose centres all point one way and embeddings pointing the other way: every cos theta = -1."""
+    head = ArcFace(16, num_classes, s=s, m=m)
+    direction = F.normalize(torch.randn(16), dim=0)
+    with torch.no_grad():
+        head.weight.copy_(direction.expand(num_classes, 16))
+    return head, -direction.expand(batch, 16).clone()
+
+
+@pytest.mark.parametrize("s,expected", [(64.0, 20.40), (32.0, 12.73)])
+def test_closed_form_equals_the_heads_loss_at_the_antipodal_configuration(s, expected):
+    head, emb = _antipodal(158, 8, s, 0.5)
+    labels = torch.arange(8)
+    loss = F.cross_entropy(head(emb, labels), labels).item()
+    assert collapse.degenerate_loss(158, s, 0.5) == pytest.approx(loss, abs=1e-3)
+    assert loss == pytest.approx(expected, abs=0.01)  # the values the notes and issue quote
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_mixup_closed_form_equals_mixup_arcface_at_the_antipodal_configuration(k):
+    head, emb = _antipodal(158, 64, 64.0, 0.5)
+    weights = mix_weights(64, k, 0.55, torch.Generator().manual_seed(0), torch.device("cpu"))
+    labels = torch.stack([torch.randperm(158)[:k] for _ in range(64)])  # distinct classes per row
+    loss = F.cross_entropy(head(emb, labels, weights), soft_targets(labels, weights, 158)).item()
+    assert collapse.degenerate_loss(158, 64.0, 0.5, weights=weights) == pytest.approx(loss, abs=1e-3)
+
+
+def test_mixup_expectation_falls_with_k_as_the_reviews_measured():
+    spec = {"max_weight": 0.55, "weight_draw": "abs_normal"}
+    head = {"s": 64.0, "m": 0.5}
+    k2 = collapse.expected_degenerate_loss(158, head, {"k": [2], **spec})
+    k4 = collapse.expected_degenerate_loss(158, head, {"k": [4], **spec})
+    assert k2 == pytest.approx(12.75, abs=0.1) and k4 == pytest.approx(10.05, abs=0.1)
+    assert collapse.expected_degenerate_loss(10, {"easy_margin": True}) == pytest.approx(math.log(10))
+
+
+def test_detector_flags_a_forced_collapse_and_passes_a_healthy_head():
+    head, _ = _antipodal(50, 1, 64.0, 0.5)
+    degenerate = collapse.degenerate_loss(50, 64.0, 0.5)
+    stuck = collapse.check(degenerate - 0.3, degenerate, head.weight)
+    assert stuck["collapsed"] and stuck["head_row_cosine"] == pytest.approx(1.0)
+    # the centres alone give it away, whatever the loss
+    assert collapse.check(2.0, degenerate, head.weight)["collapsed"]
+    healthy = collapse.check(7.0, degenerate, torch.randn(50, 128))
+    assert not healthy["collapsed"] and abs(healthy["head_row_cosine"]) < 0.1
+    assert collapse.check(float("nan"), degenerate, None)["collapsed"] is False
+
+
+def test_a_run_records_the_verdict_in_results_and_every_curve_point(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *FAST, "train.epochs=2", f"run.dir={run_dir}"]) == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    verdict = res["collapse"]
+    assert set(verdict) >= {"collapsed", "loss", "degenerate_loss", "loss_ratio", "head_row_cosine"}
+    assert verdict["degenerate_loss"] == pytest.approx(collapse.degenerate_loss(8, 64.0, 0.5))
+    assert verdict["loss"] == res["train"]["final_loss"]
+    assert [p["degenerate_loss"] for p in res["curve"]] == [verdict["degenerate_loss"]] * 2
+    assert "collapsed" in capsys.readouterr().out
+
+
+def test_a_collapsed_run_is_flagged_not_silently_done(tmp_path, monkeypatch, capsys):
+    """Force the collapse: lr 0 keeps the head at a configuration whose centres all point one way."""
+    from fedface.models import arcface
+
+    def collapsed_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        with torch.no_grad():
+            self.weight.copy_(self.weight[:1].expand_as(self.weight))
+
+    original = arcface.ArcFace.__init__
+    monkeypatch.setattr(arcface.ArcFace, "__init__", collapsed_init)
+    run_dir = tmp_path / "run"
+    assert main(["train", *FAST, "train.lr=0", f"run.dir={run_dir}"]) == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["status"] == "done" and res["collapse"]["collapsed"] is True
+    assert "COLLAPSED" in capsys.readouterr().out
