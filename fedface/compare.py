@@ -75,7 +75,7 @@ ATTACKS = ("gradient", "learned", "model_inversion")
 ATTACKS_LATER: dict[str, str] = {}
 #: bump when a cell's work changes in a way its config does not show (invalidates cached cells)
 #: 2: model inversion (``fedface invert`` on the cell's final weights) joined the cell; SRRA reasons recorded
-CELL_VERSION = 2
+CELL_VERSION = 3  # 3: PPFR-FD per-image normalisation, block-aligned shifts, collapse verdict
 #: two-sided 95% Student-t quantiles by degrees of freedom (n - 1); 1.96 beyond the table
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042}
@@ -317,7 +317,7 @@ def _brief_federation(fed: dict[str, Any]) -> dict[str, Any]:
         rounds.append({k: r.get(k) for k in ("round", "accuracy", "accuracy_std", "auc", "tar_far_1e-3",
                                              "tar_far_1e-2", "top1", "train_loss", "bytes_sent", "bytes_received",
                                              "seconds", "epsilon_max", "delta")} | {"attacks": attacks})
-    return {"rounds": rounds, "status": fed.get("status")}
+    return {"rounds": rounds, "status": fed.get("status"), "collapse": fed.get("collapse")}
 
 
 def _brief_reconstruct(rec: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -388,7 +388,8 @@ def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
                "auc": _num(last.get("auc")), "tar_at_far_1e-3": _num(last.get("tar_far_1e-3")),
                "tar_at_far_1e-2": _num(last.get("tar_far_1e-2")), "top1": _num(last.get("top1")),
                "curve": [{"round": r["round"], "accuracy": _num(r.get("accuracy")),
-                          "train_loss": _num(r.get("train_loss"))} for r in rounds]}
+                          "train_loss": _num(r.get("train_loss"))} for r in rounds],
+               "collapse": outcome["federation"].get("collapse")}
     per_round = [(r.get("bytes_sent") or 0) + (r.get("bytes_received") or 0) for r in rounds]
     bytes_per_round = sum(per_round) / len(per_round) if per_round else None
     rec = outcome.get("reconstruct") or {}
@@ -489,6 +490,7 @@ def summarise(records: list[dict[str, Any]], protections: list[str], attacks: li
                     row[name] = mean_ci([r[group].get(key) for r in done])
                 row["bytes_per_round"] = _mean([r["bytes_per_round"] for r in done])
                 row["curve"] = _mean_curve([r["utility"]["curve"] for r in done])
+                row["collapsed"] = sum(bool((r["utility"].get("collapse") or {}).get("collapsed")) for r in done)
                 row["space"] = done[0]["privacy"].get("space")
                 if done[0]["privacy"].get("delta") is not None:
                     row["delta"] = done[0]["privacy"]["delta"]

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -157,3 +158,34 @@ def test_cli_writes_the_mixup_facts(tmp_path):
     assert facts["name"] == "adaptive" and facts["k"] == [2, 3, 4]
     assert sum(facts["k_proportion"]) == pytest.approx(1.0) and sum(facts["final_pmf"]) == pytest.approx(1.0)
     assert facts["policy_updates"] == 3 and facts["policy_parameters"] > 0
+
+
+def test_target_entropy_is_the_soft_targets_entropy():
+    from fedface.mixup.reward import target_entropy
+
+    half = torch.full((4, 2), 0.5)
+    assert target_entropy(torch.tensor([[0, 1]] * 4), half, 10) == pytest.approx(math.log(2), abs=1e-6)
+    assert target_entropy(torch.tensor([[3, 3]] * 4), half, 10) == pytest.approx(0.0, abs=1e-6)  # merged label
+
+
+@pytest.mark.parametrize("offset", ["entropy", "none"])
+def test_a_reward_equal_for_every_k_leaves_the_policy_where_it_is(offset):
+    """A network that reads every blend perfectly has CE = H(soft target), which grows with k. Minus that floor
+    (``reward_offset=entropy``) the reward is the same for every k and the policy stays near uniform; the literal
+    loss (``none``) hands the larger k a larger reward whatever FRNet can do, and the policy drifts to them."""
+    from fedface.models.arcface import ArcFace
+    from fedface.mixup.reward import reward, target_entropy
+
+    torch.manual_seed(0)
+    mixer = build_mixer({**ADAPTIVE, "policy_lr": 0.1, "reward_offset": offset, "reward_weights": [1.0, 0.0]},
+                        FREQ, 16)
+    head, gen, x = ArcFace(8, 40), torch.Generator().manual_seed(0), _batch(0, b=8)
+    for _ in range(40):
+        mixed, y, c, _ = mixer.mix(x, torch.randperm(40)[:8], gen)
+        perfect = target_entropy(y, c, 40) + 3.0  # the CE of a perfect reader of this blend, plus a constant
+        mixer.observe(reward(None, head, mixed, y, c, perfect, 0.1, (1.0, 0.0), offset))
+    pmf = mixer.policy(x).exp().detach()
+    if offset == "entropy":
+        assert pmf.max() - pmf.min() < 0.15
+    else:
+        assert pmf[-1] > 0.5

@@ -49,3 +49,43 @@ def test_empty_shard_and_unknown_train_key():
         train_local(net, head, prot, d.images[:0], d.labels[:0], CFG, torch.Generator())
     with pytest.raises(ValueError, match="train.epoch"):
         TrainConfig.from_cfg({"epoch": 3})
+
+
+def _offsets(x: torch.Tensor, out: torch.Tensor) -> set[tuple[int, int]]:
+    """The (dy, dx) translation (and flip) that maps each face of ``x`` onto ``out``, found by exhaustive search."""
+    found = set()
+    for a, b in zip(x, out):
+        for img in (a, a.flip(-1)):
+            for dy in range(-9, 10):
+                for dx in range(-9, 10):
+                    crop = (slice(max(dy, 0) + 9, 112 - max(-dy, 0) - 9), slice(max(dx, 0) + 9, 112 - max(-dx, 0) - 9))
+                    moved = torch.roll(img, (dy, dx), dims=(-2, -1))
+                    if torch.equal(moved[0][crop], b[0][crop]):
+                        found.add((dy, dx))
+    return found
+
+
+def test_frequency_inputs_shift_by_whole_blocks_and_pixels_by_pixels():
+    """A block-DCT input shifted by a non-multiple of 8 sees a block phase no test image has: such inputs shift on
+    their protection's grid (edge padded), so at the default shift=4 they are only flipped."""
+    from fedface.train import augment_batch
+
+    x = torch.randint(0, 256, (6, 112, 112), dtype=torch.uint8)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    pixels = _offsets(x.unsqueeze(1).float(), augment_batch(x, TrainConfig(shift=4), gen(), grid=1))
+    assert pixels and all(max(abs(d) for d in o) <= 4 for o in pixels) and pixels != {(0, 0)}
+    assert _offsets(x.unsqueeze(1).float(), augment_batch(x, TrainConfig(shift=4), gen(), grid=8)) == {(0, 0)}
+    blocks = _offsets(x.unsqueeze(1).float(), augment_batch(x, TrainConfig(shift=8), gen(), grid=8))
+    assert blocks and all(d % 8 == 0 for o in blocks for d in o) and blocks != {(0, 0)}
+    forced = augment_batch(x, TrainConfig(shift=4, shift_grid=1), gen(), grid=8)
+    assert torch.equal(forced, augment_batch(x, TrainConfig(shift=4), gen(), grid=1))
+    edge = augment_batch(torch.full((4, 112, 112), 200, dtype=torch.uint8), TrainConfig(shift=8), gen(), grid=8)
+    assert (edge == 200).all()  # edge padding: no black border that test images never have
+
+
+def test_protections_declare_their_grid():
+    from fedface.protect import build_protection
+
+    assert build_protection("none").grid == 1 and build_protection("fr_fd").grid == 8
+    assert build_protection("ppfr_fd", key=b"k" * 32).grid == build_protection("obfuscator").grid == 8
+    assert build_protection({"name": "instahide", "domain": "freq"}).grid == 8

@@ -60,7 +60,7 @@ def table_rows(results: dict[str, Any], attack: str) -> list[list[str]]:
         sc = s.get("scores") or {}
         failed = f" ({len(s['failed_seeds'])} failed)" if s.get("failed_seeds") else ""
         rows.append([
-            row_name(s), f"{len(s['seeds'])}{failed}", _stat(s["accuracy"], 100),
+            row_name(s), f"{len(s['seeds'])}{failed}", _stat(s["accuracy"], 100) + _collapsed(s),
             f"{_stat(s['tar_at_far_1e-3'], 100)} / {_stat(s['tar_at_far_1e-2'], 100)}",
             f"{_stat(s['masking_visual'], 1, '.3f')} / {_stat(s['masking_feature'], 1, '.3f')}",
             f"{_stat(s['psnr'])}{_mark(s)} ({_stat(s.get('floor_psnr'))})", _stat(s["ssim"], 1, ".3f") + _mark(s),
@@ -72,6 +72,11 @@ def table_rows(results: dict[str, Any], attack: str) -> list[list[str]]:
             f"{_f(sc.get('comprehensive_mean'))} / {_f(sc.get('comprehensive_product'))}",
             _f(None if s.get("bytes_per_round") is None else s["bytes_per_round"] / 1e6, ".2f")])
     return rows
+
+
+def _collapsed(s: dict[str, Any]) -> str:
+    """Flag the seeds stuck in ArcFace's degenerate solution: their accuracy is an artifact, not the protection's."""
+    return f" COLLAPSED ({s['collapsed']}/{len(s['seeds'])})" if s.get("collapsed") else ""
 
 
 def _mark(s: dict[str, Any]) -> str:
@@ -111,6 +116,10 @@ def footnotes(results: dict[str, Any], attack: str) -> list[str]:
         notes.append("Central DP rows (Flower's DP-FedAvg wrappers, federation.dp): no protection against the server "
                      "-- the server sees every client's update before it adds the noise, so this table's attacks "
                      "work as without DP; the noise protects the released model from outside observers only.")
+    if any(s.get("collapsed") for s in rows):
+        notes.append("COLLAPSED: the clients' training loss ended at >= 0.9x the loss of ArcFace's degenerate solution "
+                     "(or the class centres point one way; fedface.train.collapse): that row's accuracy says nothing "
+                     "about what its input keeps.")
     if sum(s["protection"] != "none" for s in rows) == 1:
         notes.append("One masked row: paper 001's scores are normalised across rows, so with a single row every score "
                      "is the midpoint 0.75 and ranks nothing.")

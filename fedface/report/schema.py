@@ -19,6 +19,9 @@ UTILITY = {
     "tar_at_far_1e-2": (OPT_NUM, True, "TAR at FAR = 1e-2"),
     "top1": (OPT_NUM, True, "identification top-1 on held-out identities"),
     "curve": (list, True, "per round: {round, accuracy, train_loss}"),
+    "collapse": ((dict, type(None)), False, "ArcFace's degenerate solution after the last round "
+                                            "(fedface.train.collapse): collapsed, loss_over_degenerate, "
+                                            "head_row_cosine"),
 }
 
 PRIVACY = {
@@ -92,6 +95,8 @@ SUMMARY = {
         "floor_psnr", "floor_cos",
         "masking_visual", "masking_feature", "epsilon")},
     "delta": (NUM, False, "protect=dp_sgd rows: the delta of epsilon"),
+    "collapsed": (int, False, "how many of the seeds ended in ArcFace's degenerate solution (their accuracy does not "
+                              "measure the protection)"),
     "scores": ((SCORES, type(None)), True, "paper 001's scores on the means"),
 }
 
