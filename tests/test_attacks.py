@@ -85,7 +85,8 @@ def test_unroll_reproduces_the_clients_training_on_the_same_model_inputs(mixup):
                   r.mix_labels if r.mix_labels is not None else r.labels, r.mix_weights, r.lr) for r in record]
     replayed = unroll(LossModel(*_model("fr_fd")[1:]), start, steps, Optimiser.of(cfg), create_graph=False)
     trained = state_of(model)
-    assert all(torch.allclose(replayed[k].float(), trained[k].float(), atol=2e-5) for k in trained)
+    # float32 reassociation leaves up to ~5e-5 (BN over a batch of 4); a replay 1% off in lr is 1e-3 away
+    assert all(torch.allclose(replayed[k].float(), trained[k].float(), atol=2e-4) for k in trained)
     assert not torch.allclose(trained["head.weight"], start["head.weight"])  # training did move the weights
 
 

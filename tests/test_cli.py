@@ -44,3 +44,9 @@ def test_analysis_network_reports_its_trained_gates(tmp_path):
     prot = json.loads((run_dir / "results.json").read_text())["protection"]
     assert prot["analysis"] and len(prot["weights"]) == 36
     assert min(prot["weights"]) < 0.95  # Loss_pri moved the gates from their start a_i = 0.95
+
+
+def test_unknown_ppfr_norm_is_one_line_naming_the_key_and_choices(tmp_path, capsys):
+    assert main(["train", *FAST, "protect=ppfr_fd", "protect.norm=pixel", f"run.dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "protect.norm='pixel'; known: image, channel" in err and "Traceback" not in err and err.count("\n") <= 2

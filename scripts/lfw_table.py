@@ -1,0 +1,99 @@
+"""The LFW-disjoint centralized table (README "LFW-disjoint"): every protection at one budget, resumable.
+
+Each row is `fedface train data=lfwa train.epochs=16 seed=<s> <row overrides>`: train on the 158 LFW-a people with
+>= 10 images, verify on the 5,274 official View-2 pairs with no training person. A finished row is reused only when
+its saved config.yaml equals the config the row resolves to now (keyed by the config, never by the folder name: a
+changed override or default re-runs it). Rows run ``--jobs`` at a time with ``threads=1`` each.
+
+usage: python scripts/lfw_table.py [--out results/lfw] [--jobs 2] [--epochs 16] [ROW ...]   (no ROW: every row)
+       python scripts/lfw_table.py --list
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PPFR = "protect=ppfr_fd"
+CHANNEL = f"{PPFR} protect.norm=channel"
+#: row -> (overrides, seeds). Three seeds for the headline rows (none, ppfr_fd, ppfr_fd + AdaMixUp), one elsewhere.
+ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "none": ("protect=none", (0, 1, 2)),
+    "fr_fd": ("protect=fr_fd", (0,)),
+    "ppfr_fd": (PPFR, (0, 1, 2)),
+    "ppfr_fd-norm_channel": (CHANNEL, (0,)),
+    "ppfr_fd-norm_channel-nosort": (f"{CHANNEL} protect.steps.shuffle2=false protect.steps.sort=false", (0,)),
+    "ppfr_fd-pixel_shifts": (f"{PPFR} train.shift_grid=1", (0,)),
+    "obfuscator": ("protect=obfuscator", (0,)),
+    "ppfr_fd-mixup-k2": (f"{PPFR} mixup=fixed mixup.k=2", (0,)),
+    "ppfr_fd-mixup-k4": (f"{PPFR} mixup=fixed mixup.k=4", (0,)),
+    "ppfr_fd-adamixup-2-5": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5", (0, 1, 2)),
+    "instahide": ("protect=instahide", (0,)),
+    "peep": ("protect=peep", (0,)),
+}
+
+
+def runs(rows: list[str]) -> list[tuple[str, list[str]]]:
+    """(run name, overrides) of every seed of ``rows``."""
+    return [(f"{row}-s{seed}", [*ROWS[row][0].split(), f"seed={seed}"]) for row in rows for seed in ROWS[row][1]]
+
+
+def _fresh(run_dir: Path, overrides: list[str]) -> bool:
+    """A finished run whose saved config is the one these overrides resolve to now."""
+    from omegaconf import OmegaConf
+
+    from fedface.config import compose_config
+
+    results, saved = run_dir / "results.json", run_dir / "config.yaml"
+    if not (results.exists() and saved.exists() and '"status": "done"' in results.read_text()):
+        return False
+    return OmegaConf.to_yaml(compose_config(overrides), resolve=True) == saved.read_text()
+
+
+def run_one(name: str, overrides: list[str], out: Path, epochs: int) -> str:
+    run_dir = out / name
+    full = ["data=lfwa", f"train.epochs={epochs}", "threads=1", "run.progress=false", f"run.dir={run_dir}", *overrides]
+    if _fresh(run_dir, full):
+        return f"{name}: cached (same config)"
+    t0 = time.time()
+    log = out / f"{name}.log"
+    with open(log, "w") as f:
+        rc = subprocess.run([sys.executable, "-m", "fedface.cli", "train", *full], stdout=f, stderr=subprocess.STDOUT,
+                            cwd=ROOT).returncode
+    return f"{name}: {'done' if rc == 0 else f'FAILED (exit {rc}, see {log})'} in {time.time() - t0:.0f} s"
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rows", nargs="*", help=f"rows (default: all): {', '.join(ROWS)}")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "lfw")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--list", action="store_true", help="print the rows and their overrides")
+    args = ap.parse_args(argv)
+    if args.list:
+        for row, (overrides, seeds) in ROWS.items():
+            print(f"{row}: {overrides} (seeds {', '.join(map(str, seeds))})")
+        return 0
+    unknown = sorted(set(args.rows) - set(ROWS))
+    if unknown:
+        print(f"lfw_table: unknown row(s) {', '.join(unknown)}; known: {', '.join(ROWS)}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    todo = runs(args.rows or list(ROWS))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for line in pool.map(lambda r: run_one(*r, args.out, args.epochs), todo):
+            print(line, flush=True)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), "--seeds",
+                    *[str(args.out / name) for name, _ in todo]], cwd=ROOT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
