@@ -45,7 +45,8 @@ def runs(rows: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def _fresh(run_dir: Path, overrides: list[str]) -> bool:
-    """A finished run whose saved config is the one these overrides resolve to now."""
+    """A finished run whose saved config is the one these overrides resolve to now (``run.*`` -- where it is
+    written, progress bars -- aside: it does not change a number)."""
     from omegaconf import OmegaConf
 
     from fedface.config import compose_config
@@ -53,7 +54,9 @@ def _fresh(run_dir: Path, overrides: list[str]) -> bool:
     results, saved = run_dir / "results.json", run_dir / "config.yaml"
     if not (results.exists() and saved.exists() and '"status": "done"' in results.read_text()):
         return False
-    return OmegaConf.to_yaml(compose_config(overrides), resolve=True) == saved.read_text()
+    now, then = OmegaConf.to_container(compose_config(overrides)), OmegaConf.to_container(OmegaConf.load(saved))
+    now.pop("run", None), then.pop("run", None)
+    return now == then
 
 
 def run_one(name: str, overrides: list[str], out: Path, epochs: int) -> str:

@@ -184,3 +184,17 @@ def test_a_local_head_is_optimised_jointly(tmp_path, monkeypatch):
                           "attack.threats=[{}]"], monkeypatch)
     (attack,) = res["rounds"][0]["attacks"]
     assert attack["labels"] == "stand-in head" and attack["unknown_tensors"] >= 1 and "scores" in attack
+
+
+def test_the_colluding_clients_key_gives_the_clients_shuffle1(monkeypatch):
+    """``knows_key``: the white-box inversion must use the clients' Shuffle1. The clients parse FEDFACE_KEY's 64 hex
+    digits as 32 bytes; the scorer once took the 64 characters, i.e. another permutation."""
+    from fedface.attacks.scoring import colluders_key
+    from fedface.attacks.threat import ThreatModel
+    from fedface.freq import shuffle1_permutation
+    from fedface.protect.keys import load_key
+
+    monkeypatch.setenv("FEDFACE_KEY", "3c" * 32)
+    clients = shuffle1_permutation(load_key(None), 35)
+    assert torch.equal(shuffle1_permutation(colluders_key(ThreatModel(knows_key=True)), 35), clients)
+    assert colluders_key(ThreatModel()) is None

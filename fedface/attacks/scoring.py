@@ -27,7 +27,7 @@ from fedface.attacks.update import Skip, attack_policy_channel, attack_update
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
 from fedface.protect import build_protection
-from fedface.protect.keys import ENV_VAR
+from fedface.protect.keys import ENV_VAR, parse_key
 from fedface.train.loop import StepRecord
 
 
@@ -100,13 +100,20 @@ def _records(obs: Observation, run_dir: Path) -> list[StepRecord] | None:
     return out
 
 
+def colluders_key(threat: ThreatModel) -> bytes | None:
+    """The clients' key as a colluding client hands it over (``knows_key``), parsed the way the clients parse it
+    (``parse_key``: 64 hex digits are 32 bytes, not 64 characters); None without that threat or without a key."""
+    value = os.environ.get(ENV_VAR)
+    return parse_key(value, f"env {ENV_VAR}") if threat.knows_key and value else None
+
+
 def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatModel
                      ) -> tuple[torch.Tensor | None, str]:
     """Back to pixels as far as the threat allows; the key only with ``knows_key`` (the colluding client's copy)."""
     if run_cfg["mixup"]["name"] != "none" and not threat.knows_seed:
         return None, "MixUp mixtures: pixels only after un-mixing (see scores.unmixed)"
     protect = run_cfg["protect"]
-    colluder_key = os.environ.get(ENV_VAR, "").encode() or None if threat.knows_key else None
+    colluder_key = colluders_key(threat)
     protection = build_protection(protect, colluder_key or os.urandom(32))  # own random key: unused without knows_key
     permutation = getattr(protection, "permutation", None) if colluder_key else None
     return to_image(protection, x, _aux(json.dumps(run_cfg["data"], sort_keys=True), int(run_cfg["seed"])),
