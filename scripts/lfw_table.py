@@ -5,7 +5,7 @@ Each row is `fedface train data=lfwa train.epochs=16 seed=<s> <row overrides>`: 
 its saved config.yaml equals the config the row resolves to now (keyed by the config, never by the folder name: a
 changed override or default re-runs it). Rows run ``--jobs`` at a time with ``threads=1`` each.
 
-usage: python scripts/lfw_table.py [--out results/lfw] [--jobs 2] [--epochs 16] [ROW ...]   (no ROW: every row)
+usage: python scripts/lfw_table.py [--out results/lfw] [--jobs 2] [--epochs 16] [ROW | ROW-sSEED ...]  (none: all)
        python scripts/lfw_table.py --list
 """
 from __future__ import annotations
@@ -39,9 +39,14 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 
 
-def runs(rows: list[str]) -> list[tuple[str, list[str]]]:
-    """(run name, overrides) of every seed of ``rows``."""
-    return [(f"{row}-s{seed}", [*ROWS[row][0].split(), f"seed={seed}"]) for row in rows for seed in ROWS[row][1]]
+def runs(selected: list[str]) -> list[tuple[str, list[str]]]:
+    """(run name, overrides) of every seed of each selected row, or of the one run a ``<row>-s<seed>`` names, in the
+    order given (so a queue can put one seed of a slow row before the other seeds)."""
+    every = {f"{row}-s{seed}": [*overrides.split(), f"seed={seed}"] for row, (overrides, seeds) in ROWS.items()
+             for seed in seeds}
+    names = [n for item in selected for n in ([item] if item in every else
+                                              [f"{item}-s{seed}" for seed in ROWS[item][1]])]
+    return [(n, every[n]) for n in dict.fromkeys(names)]
 
 
 def _fresh(run_dir: Path, overrides: list[str]) -> bool:
@@ -74,7 +79,7 @@ def run_one(name: str, overrides: list[str], out: Path, epochs: int) -> str:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("rows", nargs="*", help=f"rows (default: all): {', '.join(ROWS)}")
+    ap.add_argument("rows", nargs="*", help=f"rows or single runs <row>-s<seed> (default: all): {', '.join(ROWS)}")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "lfw")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=16)
@@ -84,7 +89,7 @@ def main(argv: list[str]) -> int:
         for row, (overrides, seeds) in ROWS.items():
             print(f"{row}: {overrides} (seeds {', '.join(map(str, seeds))})")
         return 0
-    unknown = sorted(set(args.rows) - set(ROWS))
+    unknown = sorted(r for r in args.rows if r not in ROWS and not any(r == n for n, _ in runs(list(ROWS))))
     if unknown:
         print(f"lfw_table: unknown row(s) {', '.join(unknown)}; known: {', '.join(ROWS)}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ declare -A rows=(
   [fr_fd]="protect=fr_fd"
   [ppfr_fd-upsample]="protect=ppfr_fd model.stem=freq_upsample"
   [ppfr_fd-native]="protect=ppfr_fd"
+  [ppfr_fd-norm_channel]="protect=ppfr_fd protect.norm=channel"
   [ppfr_fd-analysis]="protect=ppfr_analysis"
   [obfuscator]="protect=obfuscator"
   [peep-eps3]="protect=peep protect.epsilon=3"
@@ -16,7 +17,7 @@ declare -A rows=(
   [instahide]="protect=instahide"
   [noise]="protect=noise"
 )
-for row in none fr_fd ppfr_fd-native ppfr_fd-upsample ppfr_fd-analysis obfuscator peep-eps3 peep-eps5 instahide noise; do
+for row in none fr_fd ppfr_fd-native ppfr_fd-norm_channel ppfr_fd-upsample ppfr_fd-analysis obfuscator peep-eps3 peep-eps5 instahide noise; do
   dir="results/orl-table/$row"
   [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   # shellcheck disable=SC2086
