@@ -30,6 +30,7 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "ppfr_fd-norm_channel": (CHANNEL, (0,)),
     "ppfr_fd-norm_channel-nosort": (f"{CHANNEL} protect.steps.shuffle2=false protect.steps.sort=false", (0,)),
     "ppfr_fd-pixel_shifts": (f"{PPFR} train.shift_grid=1", (0,)),
+    "ppfr_fd-head_s64": (f"{PPFR} model.head.s=64", (0,)),
     "obfuscator": ("protect=obfuscator", (0,)),
     "ppfr_fd-mixup-k2": (f"{PPFR} mixup=fixed mixup.k=2", (0,)),
     "ppfr_fd-mixup-k4": (f"{PPFR} mixup=fixed mixup.k=4", (0,)),
