@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +51,9 @@ def runs(selected: list[str]) -> list[tuple[str, list[str]]]:
     return [(n, every[n]) for n in dict.fromkeys(names)]
 
 
+_HYDRA = threading.Lock()  # Hydra's composition is a process-wide singleton: one thread at a time
+
+
 def _fresh(run_dir: Path, overrides: list[str]) -> bool:
     """A finished run whose saved config is the one these overrides resolve to now (``run.*`` -- where it is
     written, progress bars -- aside: it does not change a number)."""
@@ -60,7 +64,9 @@ def _fresh(run_dir: Path, overrides: list[str]) -> bool:
     results, saved = run_dir / "results.json", run_dir / "config.yaml"
     if not (results.exists() and saved.exists() and '"status": "done"' in results.read_text()):
         return False
-    now, then = OmegaConf.to_container(compose_config(overrides)), OmegaConf.to_container(OmegaConf.load(saved))
+    with _HYDRA:
+        now = OmegaConf.to_container(compose_config(overrides))
+    then = OmegaConf.to_container(OmegaConf.load(saved))
     now.pop("run", None), then.pop("run", None)
     return now == then
 
