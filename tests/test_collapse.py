@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from fedface.cli import main
@@ -69,7 +70,8 @@ def test_a_run_records_the_verdict_in_results_and_every_curve_point(tmp_path, ca
     res = json.loads((run_dir / "results.json").read_text())
     verdict = res["collapse"]
     assert set(verdict) >= {"collapsed", "loss", "degenerate_loss", "loss_ratio", "head_row_cosine"}
-    assert verdict["degenerate_loss"] == pytest.approx(collapse.degenerate_loss(8, 64.0, 0.5))
+    head = OmegaConf.load(run_dir / "config.yaml").model.head
+    assert verdict["degenerate_loss"] == pytest.approx(collapse.degenerate_loss(8, head.s, head.m))
     assert verdict["loss"] == res["train"]["final_loss"]
     assert [p["degenerate_loss"] for p in res["curve"]] == [verdict["degenerate_loss"]] * 2
     assert "collapsed" in capsys.readouterr().out

@@ -168,24 +168,38 @@ def test_target_entropy_is_the_soft_targets_entropy():
     assert target_entropy(torch.tensor([[3, 3]] * 4), half, 10) == pytest.approx(0.0, abs=1e-6)  # merged label
 
 
-@pytest.mark.parametrize("offset", ["entropy", "none"])
+def test_the_reference_floor_is_the_loss_of_an_embedding_orthogonal_to_every_centre():
+    from fedface.models.arcface import ArcFace, soft_targets
+    from fedface.mixup.reward import uninformed_loss
+
+    head = ArcFace(8, 40, s=32.0, m=0.5)
+    emb = torch.randn(6, 8)
+    with torch.no_grad():  # every centre orthogonal to every embedding: centres in dims 0-3, embeddings in 4-7
+        head.weight[:, 4:] = 0
+        emb[:, :4] = 0
+    labels, weights = torch.stack([torch.randperm(40)[:3] for _ in range(6)]), torch.full((6, 3), 1 / 3)
+    loss = torch.nn.functional.cross_entropy(head(emb, labels, weights), soft_targets(labels, weights, 40))
+    assert uninformed_loss(head, labels, weights) == pytest.approx(loss.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("offset", ["reference", "entropy", "none"])
 def test_a_reward_equal_for_every_k_leaves_the_policy_where_it_is(offset):
-    """A network that reads every blend perfectly has CE = H(soft target), which grows with k. Minus that floor
-    (``reward_offset=entropy``) the reward is the same for every k and the policy stays near uniform; the literal
-    loss (``none``) hands the larger k a larger reward whatever FRNet can do, and the policy drifts to them."""
+    """The loss a k-mix costs whatever FRNet reads (the offset's floor: the entropy of the soft target, or the loss
+    of an uninformed embedding) plus a constant is no signal. Less that floor the reward is the same for every k and
+    the policy stays uniform; with the literal loss (``none``) it drifts."""
     from fedface.models.arcface import ArcFace
-    from fedface.mixup.reward import reward, target_entropy
+    from fedface.mixup.reward import reward, reward_floor
 
     torch.manual_seed(0)
     mixer = build_mixer({**ADAPTIVE, "policy_lr": 0.1, "reward_offset": offset, "reward_weights": [1.0, 0.0]},
                         FREQ, 16)
-    head, gen, x = ArcFace(8, 40), torch.Generator().manual_seed(0), _batch(0, b=8)
+    head, gen, x = ArcFace(8, 40, s=32.0), torch.Generator().manual_seed(0), _batch(0, b=8)
     for _ in range(40):
         mixed, y, c, _ = mixer.mix(x, torch.randperm(40)[:8], gen)
-        perfect = target_entropy(y, c, 40) + 3.0  # the CE of a perfect reader of this blend, plus a constant
-        mixer.observe(reward(None, head, mixed, y, c, perfect, 0.1, (1.0, 0.0), offset))
+        floor = reward_floor("reference" if offset == "none" else offset, head, y, c)
+        mixer.observe(reward(None, head, mixed, y, c, floor + 3.0, 0.1, (1.0, 0.0), offset))
     pmf = mixer.policy(x).exp().detach()
-    if offset == "entropy":
-        assert pmf.max() - pmf.min() < 0.15
-    else:
-        assert pmf[-1] > 0.5
+    if offset == "none":  # the floor's k-dependence and its batch-to-batch noise move the policy
+        assert pmf.max() - pmf.min() > 0.5
+    else:  # every reward is exactly 3: zero advantage from the first step on
+        assert torch.allclose(pmf, torch.full_like(pmf, 1 / 3), atol=1e-4)

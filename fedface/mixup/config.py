@@ -22,7 +22,7 @@ class MixupConfig:
     policy_width: int = 8  # ResNet18 widths policy_width * (1, 2, 4, 8)
     policy_lr: float = 1e-3  # Adam on the policy
     reward_weights: tuple[float, float] = (0.5, 0.5)  # eq. (5): reward1 (current FRNet), reward2 (one step later)
-    reward_offset: str = "entropy"  # entropy: r - H(soft target) (fedface.mixup.reward) | none: the literal loss
+    reward_offset: str = "reference"  # reference | entropy | none: what the reward subtracts (fedface.mixup.reward)
     baseline_momentum: float = 0.9  # b <- m b + (1 - m) mean r
     policy_every: int = 1  # policy step every N FR steps (REINFORCE summed over those N steps)
 
@@ -62,8 +62,8 @@ class MixupConfig:
                              f"{self.policy_lr} > 0")
         if len(self.reward_weights) != 2 or min(self.reward_weights) < 0 or not any(self.reward_weights):
             raise ValueError(f"mixup.reward_weights={list(self.reward_weights)} must be two weights >= 0, not both 0")
-        if self.reward_offset not in ("entropy", "none"):
-            raise ValueError(f"unknown mixup.reward_offset={self.reward_offset!r}; known: entropy, none")
+        if self.reward_offset not in ("reference", "entropy", "none"):
+            raise ValueError(f"unknown mixup.reward_offset={self.reward_offset!r}; known: reference, entropy, none")
         if not 0 <= self.baseline_momentum < 1:
             raise ValueError(f"mixup.baseline_momentum={self.baseline_momentum} must be in [0, 1)")
         if self.policy_every < 1:

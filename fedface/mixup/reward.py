@@ -6,14 +6,19 @@ combines them with two weights whose default values the text extraction lost; we
 reward_weights``): no term is favoured, and a convex combination keeps r on the FR loss's scale, so ``policy_lr``
 and the baseline mean the same whatever the weights. A zero weight for reward2 skips the copy (cheaper on CPU).
 
-The offset (``mixup.reward_offset``). A cross-entropy against a soft target never falls below the target's entropy
-H(c) = sum_i -c_i log c_i, which grows with k (0.69, 1.00, 1.21, 1.39 nats for k = 2..5 at equal weights), and in
-ArcFace's degenerate solution the loss is ln(C - k) + s m sin m E[sum c^2], which falls with k
-(``fedface.train.collapse``). Neither says how well FRNet reads a k-mix, yet both move the reward with k, and one
-shared REINFORCE baseline (eq. 8) cannot remove an offset that depends on the action. With ``entropy`` (default) the
-reward is the *excess* loss CE - H(c) = KL(c || softmax): zero for a network that reads the blend perfectly, whatever
-k. ``none`` is the paper's literal r = loss. (A per-k baseline would remove any k offset but also the signal the
-policy is meant to learn -- which k is harder -- so it is not offered.)
+The offset (``mixup.reward_offset``). The MixUp-ArcFace loss of a k-mix carries parts that move with k whatever
+FRNet can read, and one shared REINFORCE baseline (eq. 8) cannot remove an offset that depends on the action:
+- the soft target's entropy H(c) = sum_i -c_i log c_i, below which no cross-entropy falls: 0.69, 1.00, 1.21, 1.39 nats
+  for k = 2..5 at equal weights (rising with k);
+- Algorithm 1's c_i-weighted margins: an embedding orthogonal to every centre (what an untrained FRNet gives) pays
+  s sin(m) sum c_i^2 on top of ln C, i.e. 7.7 nats at k = 2 and 3.8 at k = 4 for s = 32 (falling with k, and the
+  larger part); in ArcFace's degenerate solution ln(C - k) + s m sin m E[sum c^2] (``fedface.train.collapse``).
+Choices: ``reference`` (default) subtracts the loss of that uninformed embedding on the same labels and weights,
+CE_0(y, c) = CE(s * Algorithm 1 with every cos theta = 0, soft targets) -- computed, not learned: r = 0 for every k
+at the start, and r < 0 by how much better than chance FRNet reads this k-mix, so the policy's signal is which k
+FRNet has learned least. ``entropy`` subtracts H(c) only (r = KL(c || softmax)); it still leaves the margin term, so
+an untrained FRNet hands k = 2 the larger reward. ``none`` is the paper's literal r = loss. A per-k moving baseline
+would remove any offset but also the signal the policy is meant to learn, so it is not offered.
 """
 from __future__ import annotations
 
@@ -22,17 +27,37 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fedface.models.arcface import soft_targets
 from fedface.train.loop import fr_loss
 
-OFFSETS = ("entropy", "none")
+OFFSETS = ("reference", "entropy", "none")
 
 
 def target_entropy(labels: torch.Tensor, weights: torch.Tensor, num_classes: int) -> float:
     """Mean over the batch of H(c) of the merged soft targets (a row that repeats a label merges its weights)."""
     target = soft_targets(labels, weights, num_classes)
     return float(-(target * torch.log(target.clamp_min(1e-12))).sum(dim=1).mean())
+
+
+def uninformed_loss(head: nn.Module, labels: torch.Tensor, weights: torch.Tensor) -> float:
+    """CE_0: the MixUp-ArcFace loss (Algorithm 1) of an embedding orthogonal to every class centre (cos theta = 0),
+    on these labels (B, k) and weights (B, k)."""
+    cos = torch.zeros(len(labels), head.num_classes)
+    zero = torch.zeros(labels.shape)
+    delta = weights.float().cpu() * (head.margin_cos(zero) - zero)
+    logits = head.s * cos.scatter_add(1, labels.cpu(), delta)
+    return float(F.cross_entropy(logits, soft_targets(labels.cpu(), weights.float().cpu(), head.num_classes)))
+
+
+def reward_floor(offset: str, head: nn.Module, labels: torch.Tensor, weights: torch.Tensor) -> float:
+    """What ``offset`` subtracts from each loss term of the reward (0 for ``none``)."""
+    if offset == "reference":
+        return uninformed_loss(head, labels, weights)
+    if offset == "entropy":
+        return target_entropy(labels, weights, head.num_classes)
+    return 0.0
 
 
 def one_step_loss(backbone: nn.Module, head: nn.Module, mixed: torch.Tensor, labels: torch.Tensor,
@@ -49,12 +74,10 @@ def one_step_loss(backbone: nn.Module, head: nn.Module, mixed: torch.Tensor, lab
 
 
 def reward(backbone: nn.Module, head: nn.Module, mixed: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-           reward1: float, lr: float, reward_weights: Sequence[float], offset: str = "entropy") -> float:
-    """Eq. (5): r = w1 * reward1 + w2 * reward2, minus the soft target's entropy with ``offset="entropy"``."""
+           reward1: float, lr: float, reward_weights: Sequence[float], offset: str = "reference") -> float:
+    """Eq. (5): r = w1 * reward1 + w2 * reward2, each term less the offset's floor (``reward_floor``)."""
     w1, w2 = reward_weights
     r = w1 * reward1
     if w2:
         r += w2 * one_step_loss(backbone, head, mixed, labels, weights, lr).item()
-    if offset == "entropy":  # w1 + w2 times the floor of each loss term
-        r -= (w1 + w2) * target_entropy(labels, weights, head.num_classes)
-    return r
+    return r - (w1 + w2) * reward_floor(offset, head, labels, weights)
