@@ -50,6 +50,8 @@ def test_mixup_expectation_falls_with_k_as_the_reviews_measured():
     k4 = collapse.expected_degenerate_loss(158, head, {"k": [4], **spec})
     assert k2 == pytest.approx(12.75, abs=0.1) and k4 == pytest.approx(10.05, abs=0.1)
     assert collapse.expected_degenerate_loss(10, {"easy_margin": True}) == pytest.approx(math.log(10))
+    # a client with 2 identities mixing k = 4 (labels repeat): a finite value, never an error that fails the client
+    assert math.isfinite(collapse.expected_degenerate_loss(2, head, {"k": [4], **spec}))
 
 
 def test_detector_flags_a_forced_collapse_and_passes_a_healthy_head():

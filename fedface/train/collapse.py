@@ -34,13 +34,17 @@ WEIGHT_DRAWS = 4096
 
 def degenerate_loss(num_classes: int, s: float, m: float, easy_margin: bool = False,
                     weights: torch.Tensor | None = None) -> float:
-    """Mean L_deg over the rows of ``weights`` (N, k) (None: plain ArcFace, k = 1), assuming distinct classes."""
+    """Mean L_deg over the rows of ``weights`` (N, k) (None: plain ArcFace, k = 1), assuming distinct classes.
+
+    With fewer classes than k (a client holding 2 identities mixing k = 4) labels must repeat; the C largest weights
+    of each row, renormalised, stand in for the merged ones (a diagnostic, not an identity)."""
     if easy_margin:
         return math.log(num_classes)
     c = torch.ones(1, 1, dtype=torch.float64) if weights is None else weights.to(torch.float64)
+    if c.shape[1] > num_classes:
+        c = c.sort(dim=1, descending=True).values[:, :num_classes]
+        c = c / c.sum(dim=1, keepdim=True)
     k = c.shape[1]
-    if num_classes < k:
-        raise ValueError(f"{num_classes} classes cannot hold k={k} distinct mixed labels")
     mm = s * m * math.sin(m)
     per_row = mm * c.square().sum(dim=1) + torch.log(torch.exp(-mm * c).sum(dim=1) + (num_classes - k))
     return float(per_row.mean())
