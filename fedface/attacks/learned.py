@@ -65,7 +65,7 @@ def mask(protection: Protection, mixup_cfg: Mapping[str, Any], faces: torch.Tens
     ``mixup_cfg`` mixes (row b keeps face b in column 0)."""
     gen = torch.Generator().manual_seed(seed)
     mcfg = MixupConfig.from_cfg(mixup_cfg)
-    protection.eval()
+    protection.train()  # what a client sends while it trains (InstaHide mixes batch partners in training only)
     out = []
     for start in range(0, len(faces), batch_size):
         x = protection(faces[start:start + batch_size].unsqueeze(1).float(), generator=gen)
