@@ -66,20 +66,22 @@ def _offsets(x: torch.Tensor, out: torch.Tensor) -> set[tuple[int, int]]:
 
 
 def test_frequency_inputs_shift_by_whole_blocks_and_pixels_by_pixels():
-    """A block-DCT input shifted by a non-multiple of 8 sees a block phase no test image has: such inputs shift on
-    their protection's grid (edge padded), so at the default shift=4 they are only flipped."""
+    """``shift_grid=None``: a block-DCT input shifts on its protection's grid (whole blocks, edge padded; at shift=4
+    only flips), a pixel input by pixels. The default ``shift_grid=1`` shifts every input by pixels (measured better)."""
     from fedface.train import augment_batch
 
     x = torch.randint(0, 256, (6, 112, 112), dtype=torch.uint8)
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    pixels = _offsets(x.unsqueeze(1).float(), augment_batch(x, TrainConfig(shift=4), gen(), grid=1))
+    on_grid = TrainConfig(shift=4, shift_grid=None)  # the protection's grid
+    pixels = _offsets(x.unsqueeze(1).float(), augment_batch(x, on_grid, gen(), grid=1))
     assert pixels and all(max(abs(d) for d in o) <= 4 for o in pixels) and pixels != {(0, 0)}
-    assert _offsets(x.unsqueeze(1).float(), augment_batch(x, TrainConfig(shift=4), gen(), grid=8)) == {(0, 0)}
-    blocks = _offsets(x.unsqueeze(1).float(), augment_batch(x, TrainConfig(shift=8), gen(), grid=8))
+    assert _offsets(x.unsqueeze(1).float(), augment_batch(x, on_grid, gen(), grid=8)) == {(0, 0)}
+    blocks = _offsets(x.unsqueeze(1).float(), augment_batch(x, TrainConfig(shift=8, shift_grid=None), gen(), grid=8))
     assert blocks and all(d % 8 == 0 for o in blocks for d in o) and blocks != {(0, 0)}
-    forced = augment_batch(x, TrainConfig(shift=4, shift_grid=1), gen(), grid=8)
-    assert torch.equal(forced, augment_batch(x, TrainConfig(shift=4), gen(), grid=1))
-    edge = augment_batch(torch.full((4, 112, 112), 200, dtype=torch.uint8), TrainConfig(shift=8), gen(), grid=8)
+    default = augment_batch(x, TrainConfig(shift=4), gen(), grid=8)  # shift_grid=1: pixel shifts for every input
+    assert torch.equal(default, augment_batch(x, on_grid, gen(), grid=1))
+    edge = augment_batch(torch.full((4, 112, 112), 200, dtype=torch.uint8), TrainConfig(shift=8, shift_grid=None),
+                         gen(), grid=8)
     assert (edge == 200).all()  # edge padding: no black border that test images never have
 
 
