@@ -71,14 +71,17 @@ def run_train(cfg: DictConfig) -> dict:
     log.info("training %s on %d images of %d identities (%s input %s)", cfg.model.name, len(train),
              train.num_identities, protection.name, spec.shape)
 
-    def collapse_check(loss: float) -> dict:
+    def collapse_check(loss: float, history: list[float]) -> dict:
         mix = mixer.mix_spec() if mixer is not None else protection.mix_spec()
         degenerate = expected_degenerate_loss(train.num_identities, cfg.model.head, mix)
-        return collapse.check(loss, degenerate, head.weight)
+        return collapse.check(loss, degenerate, head.weight, history)
+
+    def ratios() -> list[float]:
+        return [p["loss"] / p["degenerate_loss"] for p in results["curve"]]
 
     def on_epoch(epoch: int, loss: float) -> None:
         run.tensorboard.add_scalar("train/loss", loss, epoch)
-        verdict = collapse_check(loss)
+        verdict = collapse_check(loss, ratios())
         point: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "degenerate_loss": verdict["degenerate_loss"],
                                  "head_row_cosine": verdict["head_row_cosine"]}
         run.tensorboard.add_scalar("train/loss_over_degenerate", verdict["loss_ratio"] or 0.0, epoch)
@@ -99,7 +102,7 @@ def run_train(cfg: DictConfig) -> dict:
         run.close()
         raise
     t_train = time.perf_counter() - t0
-    results["collapse"] = collapse_check(stats.loss)
+    results["collapse"] = collapse_check(stats.loss, ratios()[:-1])
     if results["collapse"]["collapsed"]:
         log.warning("COLLAPSED: final loss %.2f vs %.2f of ArcFace's degenerate solution, class centres' mean "
                     "cosine %.2f -- this run learned nothing; its accuracy is not a measure of its input",

@@ -27,7 +27,7 @@ from fedface.io import atomic_write_json
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
-from fedface.train.collapse import is_collapsed
+from fedface.train.collapse import is_collapsed, stalled
 from strategies.central_dp import build_central_dp
 from strategies.records import from_record, to_record
 from strategies.malicious import MaliciousFedFaceAvg
@@ -168,8 +168,11 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     results["status"] = "done"
     last = next((r for r in reversed(results["rounds"]) if "collapsed" in r), None)
     if last is not None:
-        results["collapse"] = {k: last[k] for k in ("collapsed", "loss_over_degenerate", "head_row_cosine")}
-        if last["collapsed"]:
+        stall = stalled([r.get("loss_over_degenerate") for r in results["rounds"]])
+        results["collapse"] = {"collapsed": is_collapsed(last["loss_over_degenerate"], last["head_row_cosine"], stall),
+                               "loss_over_degenerate": last["loss_over_degenerate"],
+                               "head_row_cosine": last["head_row_cosine"], "stalled_rounds": stall}
+        if results["collapse"]["collapsed"]:
             log.warning("COLLAPSED: the clients' loss sits at %.2f x ArcFace's degenerate solution (class centres' "
                         "mean cosine %.2f): the federation learned nothing", last["loss_over_degenerate"],
                         last["head_row_cosine"])

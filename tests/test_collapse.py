@@ -95,3 +95,15 @@ def test_a_collapsed_run_is_flagged_not_silently_done(tmp_path, monkeypatch, cap
     res = json.loads((run_dir / "results.json").read_text())
     assert res["status"] == "done" and res["collapse"]["collapsed"] is True
     assert "COLLAPSED" in capsys.readouterr().out
+
+
+def test_a_stall_at_the_degenerate_loss_is_caught_even_when_the_run_escapes_part_of_the_way():
+    """The shipped PPFR-FD run (docs/results before the fix) sat on 20.40 for epochs, then crept to 17.85 (70.5 %):
+    its final ratio (0.875) alone would pass. The per-image run passes through 20.4 without stopping."""
+    shipped = [45.7, 36.5, 20.19, 19.96, 19.69, 19.41, 18.9, 18.3, 17.85]
+    healthy = [40.44, 31.55, 24.96, 20.93, 18.18, 15.70, 13.22, 11.24, 9.31, 7.23, 5.49, 4.10, 3.07, 2.25, 1.78, 1.58]
+    ratios = lambda xs: [x / 20.40 for x in xs]  # noqa: E731
+    assert collapse.stalled(ratios(shipped)) >= collapse.STALL_EPOCHS
+    assert collapse.check(shipped[-1], 20.40, None, ratios(shipped)[:-1])["collapsed"]
+    assert collapse.stalled(ratios(healthy)) < collapse.STALL_EPOCHS
+    assert not collapse.check(healthy[-1], 20.40, None, ratios(healthy)[:-1])["collapsed"]

@@ -28,6 +28,8 @@ from torch.nn import functional as F
 LOSS_RATIO = 0.9
 #: A mean pairwise cosine of the class centres above this means the centres point one way (healthy heads: ~0).
 ROW_COSINE = 0.5
+#: A stall: consecutive epochs (or rounds) with the loss within this share of L_deg, falling by less than STALL_DROP.
+STALL_BAND, STALL_DROP, STALL_EPOCHS = 0.1, 0.03, 3
 #: Monte-Carlo draws of the MixUp weights behind E[L_deg] (standard error ~0.01 nats).
 WEIGHT_DRAWS = 4096
 
@@ -74,21 +76,39 @@ def row_cosine(weight: torch.Tensor) -> float:
     return float(total / (n * (n - 1)))
 
 
-def is_collapsed(loss_ratio: float | None, head_row_cosine: float | None) -> bool:
-    """The rule: loss at >= ``LOSS_RATIO`` x L_deg, or class centres with mean cosine above ``ROW_COSINE``."""
+def stalled(ratios: Sequence[float | None]) -> int:
+    """The longest run of consecutive epochs (rounds) whose loss sat within ``STALL_BAND`` of L_deg while falling by
+    less than ``STALL_DROP`` a step: the plateau of a run held by the degenerate solution, even if it later escapes
+    part of the way (the shipped PPFR-FD run: 20.19, 19.96, 19.69 ... against L_deg = 20.40, accuracy 70.5 %)."""
+    best = run = 0
+    for before, now in zip([None, *ratios], ratios):
+        on = now is not None and abs(now - 1) <= STALL_BAND
+        slow = before is not None and now is not None and (before - now) < STALL_DROP * before
+        run = run + 1 if on and (slow or run == 0) else 0
+        best = max(best, run)
+    return best
+
+
+def is_collapsed(loss_ratio: float | None, head_row_cosine: float | None, stalled_epochs: int = 0) -> bool:
+    """The rule: final loss at >= ``LOSS_RATIO`` x L_deg, class centres with mean cosine above ``ROW_COSINE``, or a
+    stall of ``STALL_EPOCHS`` or more at L_deg on the way."""
     return bool((loss_ratio is not None and loss_ratio >= LOSS_RATIO)
-                or (head_row_cosine is not None and head_row_cosine > ROW_COSINE))
+                or (head_row_cosine is not None and head_row_cosine > ROW_COSINE)
+                or stalled_epochs >= STALL_EPOCHS)
 
 
-def check(loss: float, degenerate: float, head_weight: torch.Tensor | None) -> dict[str, float | bool | None]:
-    """The verdict: collapsed when the loss stays at >= ``LOSS_RATIO`` x L_deg or the centres point one way.
+def check(loss: float, degenerate: float, head_weight: torch.Tensor | None,
+          history: Sequence[float] = ()) -> dict[str, float | bool | None]:
+    """The verdict: collapsed when the loss stays at >= ``LOSS_RATIO`` x L_deg, the centres point one way, or
+    ``history`` (the earlier epochs' losses over L_deg) stalled at L_deg.
 
     A NaN loss is not a verdict on collapse (``NonFiniteLossError`` reports it); it leaves ``collapsed`` False.
     """
     cosine = None if head_weight is None else row_cosine(head_weight)
     ratio = loss / degenerate if degenerate > 0 and math.isfinite(loss) else None
-    return {"collapsed": is_collapsed(ratio, cosine), "loss": loss, "degenerate_loss": degenerate, "loss_ratio": ratio,
-            "head_row_cosine": cosine}
+    stall = stalled([*history, ratio])
+    return {"collapsed": is_collapsed(ratio, cosine, stall), "loss": loss, "degenerate_loss": degenerate,
+            "loss_ratio": ratio, "head_row_cosine": cosine, "stalled_epochs": stall}
 
 
 def expected_degenerate_loss(num_classes: int, head_cfg: Mapping, mix: Mapping | None = None) -> float:
