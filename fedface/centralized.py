@@ -103,10 +103,11 @@ def run_train(cfg: DictConfig) -> dict:
         raise
     t_train = time.perf_counter() - t0
     results["collapse"] = collapse_check(stats.loss, ratios()[:-1])
-    if results["collapse"]["collapsed"]:
-        log.warning("COLLAPSED: final loss %.2f vs %.2f of ArcFace's degenerate solution, class centres' mean "
-                    "cosine %.2f -- this run learned nothing; its accuracy is not a measure of its input",
-                    stats.loss, results["collapse"]["degenerate_loss"], results["collapse"]["head_row_cosine"])
+    c = results["collapse"]
+    if c["collapsed"]:
+        log.warning("COLLAPSED: final loss %.2f = %.2f x ArcFace's degenerate solution (%.2f), %d epochs stalled "
+                    "there, class centres' mean cosine %.2f -- its accuracy does not measure its input", stats.loss,
+                    c["loss_ratio"] or float("nan"), c["degenerate_loss"], c["stalled_epochs"], c["head_row_cosine"])
     metrics = evaluate(backbone, protection, data, table, int(cfg.seed), int(cfg.eval.batch_size))
     results.update(
         status="done",
