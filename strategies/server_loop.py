@@ -166,15 +166,16 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             log.info(results["stopped"])
             break
     results["status"] = "done"
-    last = next((r for r in reversed(results["rounds"]) if "collapsed" in r), None)
+    last = next((r for r in reversed(results["rounds"]) if "loss_over_degenerate" in r), None)
     if last is not None:
-        stall = stalled([r.get("loss_over_degenerate") for r in results["rounds"]])
-        results["collapse"] = {"collapsed": is_collapsed(last["loss_over_degenerate"], last["head_row_cosine"], stall),
+        ratios = [r.get("loss_over_degenerate") for r in results["rounds"]]
+        stall = stalled(ratios)
+        results["collapse"] = {"collapsed": is_collapsed(ratios, last["head_row_cosine"]),
                                "loss_over_degenerate": last["loss_over_degenerate"],
                                "head_row_cosine": last["head_row_cosine"], "stalled_rounds": stall}
         if results["collapse"]["collapsed"]:
             log.warning("COLLAPSED: the clients' loss sits at %.2f x ArcFace's degenerate solution (class centres' "
-                        "mean cosine %.2f): the federation learned nothing", last["loss_over_degenerate"],
+                        "mean cosine %.2f): its accuracy does not measure the protection", last["loss_over_degenerate"],
                         last["head_row_cosine"])
     atomic_write_json(run_dir / "results.json", results)
     writer.close()
@@ -182,13 +183,12 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
 
 
 def collapse_record(train_metrics) -> dict[str, Any]:
-    """The round's collapse verdict (``fedface.train.collapse``) from the clients' example-weighted mean loss ratio
-    and head-row cosine; nothing when the replies do not carry them (SecAgg+ sums only the loss)."""
+    """The round's evidence for the collapse verdict (``fedface.train.collapse``): the clients' example-weighted mean
+    loss over L_deg and head-row cosine; nothing when the replies do not carry them (SecAgg+ sums only the loss)."""
     if train_metrics is None or "loss-over-degenerate" not in train_metrics:
         return {}
     ratio, cosine = float(train_metrics["loss-over-degenerate"]), float(train_metrics["head-row-cosine"])
-    return {"loss_over_degenerate": ratio, "head_row_cosine": cosine,
-            "collapsed": is_collapsed(ratio, cosine)}
+    return {"loss_over_degenerate": ratio, "head_row_cosine": cosine}
 
 
 def _checkpoint(folder: Path, rnd: int, arrays: dict[str, np.ndarray], policy, optimizer,

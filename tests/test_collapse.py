@@ -64,6 +64,10 @@ def test_detector_flags_a_forced_collapse_and_passes_a_healthy_head():
     healthy = collapse.check(7.0, degenerate, torch.randn(50, 128))
     assert not healthy["collapsed"] and abs(healthy["head_row_cosine"]) < 0.1
     assert collapse.check(float("nan"), degenerate, None)["collapsed"] is False
+    # a short run still far above L_deg and falling (the 3-round demo: 2.19, 1.75, 1.24) is not a collapse
+    assert not collapse.is_collapsed([2.19, 1.75, 1.24], -0.05)
+    # one that ends on the plateau is, even without 3 epochs there
+    assert collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.0)
 
 
 def test_a_run_records_the_verdict_in_results_and_every_curve_point(tmp_path, capsys):
