@@ -74,7 +74,7 @@ def run_train(cfg: DictConfig) -> dict:
     def collapse_check(loss: float, history: list[float]) -> dict:
         mix = mixer.mix_spec() if mixer is not None else protection.mix_spec()
         degenerate = expected_degenerate_loss(train.num_identities, cfg.model.head, mix)
-        return collapse.check(loss, degenerate, head.weight, history)
+        return collapse.check(loss, degenerate, head.weight, history, mixed=mix is not None)
 
     def ratios() -> list[float]:
         return [p["loss"] / p["degenerate_loss"] for p in results["curve"]]

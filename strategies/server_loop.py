@@ -170,7 +170,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     if last is not None:
         ratios = [r.get("loss_over_degenerate") for r in results["rounds"]]
         stall = stalled(ratios)
-        results["collapse"] = {"collapsed": is_collapsed(ratios, last["head_row_cosine"]),
+        results["collapse"] = {"collapsed": is_collapsed(ratios, last["head_row_cosine"], last["mixed_samples"]),
                                "loss_over_degenerate": last["loss_over_degenerate"],
                                "head_row_cosine": last["head_row_cosine"], "stalled_rounds": stall}
         if results["collapse"]["collapsed"]:
@@ -188,7 +188,8 @@ def collapse_record(train_metrics) -> dict[str, Any]:
     if train_metrics is None or "loss-over-degenerate" not in train_metrics:
         return {}
     ratio, cosine = float(train_metrics["loss-over-degenerate"]), float(train_metrics["head-row-cosine"])
-    return {"loss_over_degenerate": ratio, "head_row_cosine": cosine}
+    return {"loss_over_degenerate": ratio, "head_row_cosine": cosine,
+            "mixed_samples": float(train_metrics.get("mixed-samples", 0.0)) > 0}
 
 
 def _checkpoint(folder: Path, rnd: int, arrays: dict[str, np.ndarray], policy, optimizer,

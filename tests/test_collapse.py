@@ -68,6 +68,9 @@ def test_detector_flags_a_forced_collapse_and_passes_a_healthy_head():
     assert not collapse.is_collapsed([2.19, 1.75, 1.24], -0.05)
     # one that ends on the plateau is, even without 3 epochs there
     assert collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.0)
+    # mixed training: the centres decide (a k-mix's L_deg can sit at a healthy loss), and they do catch MixUp's collapse
+    assert not collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.0, mixed=True)
+    assert collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.92, mixed=True)
 
 
 def test_a_run_records_the_verdict_in_results_and_every_curve_point(tmp_path, capsys):

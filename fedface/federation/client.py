@@ -132,7 +132,7 @@ class ClientTask:
                    "seconds": time.perf_counter() - t0,
                    # ArcFace's degenerate solution (fedface.train.collapse): facts of the public config and the head
                    "loss-over-degenerate": float(verdict["loss_ratio"] or 0.0),
-                   "head-row-cosine": float(verdict["head_row_cosine"])}
+                   "head-row-cosine": float(verdict["head_row_cosine"]), "mixed-samples": float(mix is not None)}
         if res.dp is not None:
             eps = res.dp["epsilon"]
             metrics.update(epsilon=-1.0 if eps is None else float(eps), delta=float(res.dp["delta"]))
