@@ -44,11 +44,9 @@ def target_entropy(labels: torch.Tensor, weights: torch.Tensor, num_classes: int
 def uninformed_loss(head: nn.Module, labels: torch.Tensor, weights: torch.Tensor) -> float:
     """CE_0: the MixUp-ArcFace loss (Algorithm 1) of an embedding orthogonal to every class centre (cos theta = 0),
     on these labels (B, k) and weights (B, k)."""
-    cos = torch.zeros(len(labels), head.num_classes)
-    zero = torch.zeros(labels.shape)
-    delta = weights.float().cpu() * (head.margin_cos(zero) - zero)
-    logits = head.s * cos.scatter_add(1, labels.cpu(), delta)
-    return float(F.cross_entropy(logits, soft_targets(labels.cpu(), weights.float().cpu(), head.num_classes)))
+    labels, weights = labels.cpu(), weights.float().cpu()
+    logits = head.logits_of_cosines(torch.zeros(len(labels), head.num_classes), labels, weights)
+    return float(F.cross_entropy(logits, soft_targets(labels, weights, head.num_classes)))
 
 
 def reward_floor(offset: str, head: nn.Module, labels: torch.Tensor, weights: torch.Tensor) -> float:

@@ -57,7 +57,11 @@ class ArcFace(nn.Module):
         ``centres``: compute with these class centres instead of ``self.weight`` (a pure function of its inputs,
         what ``torch.func`` needs for per-example gradients; calling it fires no module hooks).
         """
-        cos = self.cosine(emb, centres)
+        return self.logits_of_cosines(self.cosine(emb, centres), labels, weights)
+
+    def logits_of_cosines(self, cos: torch.Tensor, labels: torch.Tensor,
+                          weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Algorithm 1 on given cosines (B, C): the margins of ``labels`` c_i-weighted, scaled by s."""
         if labels.ndim == 1:
             labels = labels[:, None]
             weights = torch.ones_like(labels, dtype=cos.dtype)
