@@ -102,3 +102,18 @@ def test_mixup_arcface_matches_algorithm_1_by_hand():
     # k = 1 with weight 1 is plain ArcFace
     plain = head(emb, torch.tensor([2]))
     assert torch.allclose(head(emb, torch.tensor([[2]]), torch.tensor([[1.0]])), plain)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_embedding_has_no_shared_direction_unless_asked(norm):
+    """model.embedding_bias=false: no learnt bias on the embedding, so a training batch of embeddings has mean zero
+    (BatchNorm) -- the shared direction the collapsed LFW runs grew to norm ~10 cannot exist. true: arcface_torch's
+    layout, whose bias a run can grow."""
+    spec = InputSpec(1, 112, 112)
+    net = build_backbone({"name": "tiny", "norm": norm}, spec).train()
+    assert not any(n.startswith("trunk.features") for n, _ in net.named_parameters())
+    if norm == "batch":
+        assert net(torch.randn(16, 1, 112, 112)).mean(0).abs().max() < 1e-4
+    legacy = build_backbone({"name": "tiny", "norm": norm, "embedding_bias": True}, spec)
+    assert [n for n, p in legacy.named_parameters() if n.startswith("trunk.features") and p.requires_grad] == \
+        ["trunk.features.bias"]

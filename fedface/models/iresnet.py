@@ -36,11 +36,30 @@ class IBasicBlock(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
 
+def embedding_norm(size: int, bias: bool) -> nn.BatchNorm1d:
+    """The embedding BatchNorm. arcface_torch fixes its scale at 1 and learns a bias; ``bias=False`` (our default,
+    ``model.embedding_bias``) drops the bias too, so in training every batch of embeddings has mean zero.
+
+    Why: a learnt bias is a direction shared by every embedding. Measured on LFW-disjoint (README "LFW-disjoint"),
+    the collapsed FaceObfuscator and MixUp runs grew it to norm 9.8 and 10.9 -- as long as the unit-variance part
+    (sqrt(128) = 11.3) -- with every class centre pointing against it (cosine -0.996, -0.992): all cosines sit near
+    -1, where ArcFace's fallback cos θ - m·sin m charges a margin of 0.24 instead of sin m = 0.48 at 90 degrees. That
+    is the degenerate solution (or its mixed-label cousin below L_deg); the healthy PPFR-FD run's bias stayed at 2.0.
+    Embeddings with zero batch mean cannot all point one way.
+    """
+    if not bias:
+        return nn.BatchNorm1d(size, eps=1e-5, affine=False)
+    norm = nn.BatchNorm1d(size, eps=1e-5)
+    nn.init.constant_(norm.weight, 1.0)
+    norm.weight.requires_grad = False  # arcface_torch keeps the embedding BN scale fixed at 1
+    return norm
+
+
 class Trunk(nn.Module):
     """Stages of IBasicBlocks on a stem's (64, R, R) output, then the arcface_torch embedding layer."""
 
     def __init__(self, widths, blocks, strides, input_size: int, embedding_size: int = 128,
-                 stem_channels: int = 64, dropout: float = 0.0):
+                 stem_channels: int = 64, dropout: float = 0.0, embedding_bias: bool = False):
         super().__init__()
         if not len(widths) == len(blocks) == len(strides):
             raise ValueError("model.widths, model.blocks and model.strides must have the same length")
@@ -55,9 +74,7 @@ class Trunk(nn.Module):
         self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(cin * size * size, embedding_size)
-        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
-        nn.init.constant_(self.features.weight, 1.0)
-        self.features.weight.requires_grad = False  # arcface_torch keeps the embedding BN scale fixed at 1
+        self.features = embedding_norm(embedding_size, embedding_bias)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")

@@ -7,8 +7,9 @@ are a non-private release of the data. Opacus therefore refuses BatchNorm (``Mod
 ``model.norm=group`` every BatchNorm2d(C) becomes GroupNorm(gcd(32, C), C) -- Wu & He 2018's G=32 where C allows,
 else the largest divisor of C that divides 32 (8 -> 8, 48 -> 16), the same rule as Opacus' ``ModuleValidator.fix``
 -- and the embedding layer's BatchNorm1d(d) becomes LayerNorm(d) (= GroupNorm(1, d) on a vector: per-example
-statistics over the d features), keeping arcface_torch's fixed scale of 1 and its learnt bias. Neither has running
-statistics, so ``federation.bn=local`` (FedBN) has nothing to keep local with ``model.norm=group``.
+statistics over the d features), keeping arcface_torch's fixed scale of 1 (and its bias with
+``model.embedding_bias=true``). Neither has running statistics, so ``federation.bn=local`` (FedBN) has nothing to
+keep local with ``model.norm=group``.
 
 A DP comparison builds *every* cell with ``model.norm=group`` so its rows differ only in the protection.
 """
@@ -31,8 +32,9 @@ def use_group_norm(module: nn.Module) -> nn.Module:
         if isinstance(child, nn.BatchNorm2d):
             setattr(module, name, nn.GroupNorm(group_norm_groups(child.num_features), child.num_features, child.eps))
         elif isinstance(child, nn.BatchNorm1d):
-            layer = nn.LayerNorm(child.num_features, eps=child.eps)
-            layer.weight.requires_grad = child.weight.requires_grad  # the embedding's scale stays fixed at 1
+            layer = nn.LayerNorm(child.num_features, eps=child.eps, elementwise_affine=child.affine)
+            if child.affine:
+                layer.weight.requires_grad = child.weight.requires_grad  # the embedding's scale stays fixed at 1
             setattr(module, name, layer)
         else:
             use_group_norm(child)
