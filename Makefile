@@ -49,7 +49,7 @@ OVERRIDES ?= federation.num_clients=$(NODES)
 flwr-run: $(STAMP)
 	$(FLWR_ENV) flwr run . local-simulation --stream \
 	  --federation-config "num-supernodes=$(NODES) client-resources-num-cpus=1" \
-	  -c 'overrides="$(OVERRIDES)" run-dir="$(CURDIR)/results/flwr-run"'
+	  -c 'overrides="$(OVERRIDES)" run-dir="$(CURDIR)/results/flwr-run-'$$(date +%Y%m%d-%H%M%S)'"'
 
 flwr-stop:  # the local SuperLink that `flwr run` starts keeps running; this stops it
 	-pkill -f "flower-superlink.*$(CURDIR)/.flwr"

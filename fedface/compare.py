@@ -75,7 +75,7 @@ ATTACKS = ("gradient", "learned", "model_inversion")
 ATTACKS_LATER: dict[str, str] = {}
 #: bump when a cell's work changes in a way its config does not show (invalidates cached cells)
 #: 2: model inversion (``fedface invert`` on the cell's final weights) joined the cell; SRRA reasons recorded
-CELL_VERSION = 3  # 3: PPFR-FD per-image normalisation, block-aligned shifts, collapse verdict
+CELL_VERSION = 4  # 3: PPFR-FD per-image normalisation, block-aligned shifts, collapse verdict; 4: no embedding bias
 #: two-sided 95% Student-t quantiles by degrees of freedom (n - 1); 1.96 beyond the table
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042}
@@ -233,6 +233,9 @@ def _cell_config(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     plain.pop("compare", None)
     plain["run"]["dir"] = str(run_dir)
     plain["run"]["name"] = run_dir.parent.name
+    # the folder is keyed by the cell's config hash: what an unfinished cell left there is a failed attempt at
+    # this same config, which the re-run replaces (fedface.runs.claim)
+    plain["run"]["overwrite"] = True
     return plain
 
 

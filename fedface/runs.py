@@ -1,9 +1,18 @@
-"""A run's folder: resolved config, results.json (atomic), TensorBoard events, machine facts."""
+"""A run's folder: resolved config, results.json (atomic), TensorBoard events, machine facts.
+
+A folder holds one run. A command pointed at a folder that already holds one (results.json, a model or a server
+checkpoint) refuses before it touches anything, unless the user says what to do with the earlier run:
+``run.overwrite=true`` replaces it (its results, model and checkpoints are removed first, so nothing of the two runs
+mixes), ``federation.resume=true`` continues it (``fedface simulate``; the config must match, ``resume_mismatch``).
+The default ``run.dir`` is shared by every command and config change with the same data/protection/seed, so without
+this a second run silently destroyed the first.
+"""
 from __future__ import annotations
 
 import os
 import platform
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +51,51 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+#: what makes a folder hold a run: finished or partial results, a trained model, a federation's checkpoints
+RUN_MARKERS = ("results.json", "model.safetensors", "checkpoint")
+#: config keys a resumed federation may change: where/how it is written, and how many rounds it goes on for
+RESUMABLE_CHANGES = ("run", "federation.resume", "federation.rounds", "federation.round_timeout")
+
+
+def earlier_run(path: Path) -> list[str]:
+    """The markers of an earlier run in ``path`` (empty: the folder is free)."""
+    return [m for m in RUN_MARKERS if (Path(path) / m).exists()]
+
+
+def claim(path: Path, overwrite: bool = False, resume: bool = False) -> None:
+    """Make ``path`` this run's folder; ValueError (naming ``run.dir`` and the two ways on) when it holds an earlier
+    run and neither ``overwrite`` nor ``resume`` is set. ``overwrite`` removes the earlier run's markers first."""
+    found = earlier_run(path)
+    if found and overwrite:
+        for marker in found:
+            target = Path(path) / marker
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    elif found and not resume:
+        raise ValueError(f"run.dir={path} already holds a run ({', '.join(found)}): choose another run.dir, or set "
+                         "run.overwrite=true to replace it (federation.resume=true continues a federation)")
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def resume_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The config keys (dotted) whose values differ between the run being resumed and this one, ignoring
+    ``RESUMABLE_CHANGES``: a resumed run must be the run it continues."""
+    a, b = _flat(saved), _flat(now)
+    free = tuple(RESUMABLE_CHANGES)
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and not any(k == f or k.startswith(f + ".") for f in free))
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike, cfg: DictConfig):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        fed = cfg.get("federation") or {}
+        claim(self.path, bool(cfg.run.get("overwrite", False)), bool(fed.get("resume", False)))
         atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         self._writer = None
 

@@ -80,8 +80,9 @@ def run_one(name: str, overrides: list[str], out: Path, epochs: int) -> str:
     t0 = time.time()
     log = out / f"{name}.log"
     with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, "-m", "fedface.cli", "train", *full], stdout=f, stderr=subprocess.STDOUT,
-                            cwd=ROOT).returncode
+        # not fresh: what the folder holds (if anything) is this row at another config, which the run replaces
+        rc = subprocess.run([sys.executable, "-m", "fedface.cli", "train", *full, "run.overwrite=true"], stdout=f,
+                            stderr=subprocess.STDOUT, cwd=ROOT).returncode
     return f"{name}: {'done' if rc == 0 else f'FAILED (exit {rc}, see {log})'} in {time.time() - t0:.0f} s"
 
 

@@ -74,6 +74,7 @@ class MaliciousFedFaceAvg(FedFaceAvg):
             if attacks:
                 self.last_round.update(attacks=attacks, trap_node=attacks[0]["node"])
             return arrays, metrics
+        replies = self.screen(replies)  # the attacks read only replies the aggregation would accept
         attacks = self._attack(server_round, replies) if self.attack.attacks_round(server_round) else []
         arrays, metrics = super().aggregate_train(server_round, replies)
         if attacks:

@@ -24,6 +24,7 @@ from fedface.federation.params import federated_state, floats_only, nbytes
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
+from fedface.runs import resume_mismatch
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
@@ -107,6 +108,14 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         arrays, results["pretrain"] = initial_model(cfg)
     else:
         last, arrays, policy_state, state = ckpt
+        if "config" not in state:
+            raise ValueError(f"federation.resume=true but the checkpoint in {ckpt_dir} records no config (an older "
+                             "fedface wrote it): start a new run.dir")
+        changed = resume_mismatch(state["config"], cfg)
+        if changed:
+            raise ValueError(f"federation.resume=true but the run in {run_dir} had another config: {', '.join(changed)} "
+                             "differ (only run.*, federation.rounds and federation.round_timeout may change)")
+        results["resumed_after_round"] = last
         if policy is not None and policy_state is not None:
             policy.load_state_dict({k: torch.as_tensor(v) for k, v in policy_state.items() if not k.startswith("opt.")})
             load_optimizer_arrays(optimizer, policy_state, state["policy_optimizer"])
@@ -156,7 +165,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         results["rounds"].append(record)
         _log_round(writer, record, results["mixup_k"])
         _checkpoint(ckpt_dir, rnd, arrays, policy, optimizer,
-                    {"baseline": strategy.baseline, "history": results["rounds"], "pretrain": results["pretrain"]})
+                    {"baseline": strategy.baseline, "history": results["rounds"], "pretrain": results["pretrain"],
+                     "config": cfg})
         atomic_write_json(run_dir / "results.json", results)
         log.info("round %d: %s", rnd, {k: record[k] for k in ("accuracy", "train_loss", "received", "seconds")
                                         if k in record})
@@ -166,6 +176,10 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             log.info(results["stopped"])
             break
     results["status"] = "done"
+    if results["rounds"] and not any(r.get("received") for r in results["rounds"]):
+        results.update(status="failed", error="no client reply was aggregated in any round (see each round's "
+                                               "`failed` reasons)")
+        log.error("every round failed: %s", results["rounds"][-1].get("failed"))
     last = next((r for r in reversed(results["rounds"]) if "loss_over_degenerate" in r), None)
     if last is not None:
         ratios = [r.get("loss_over_degenerate") for r in results["rounds"]]

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
+from fedface.federation.params import examples_problem, update_problem
 from fedface.federation.secagg import SecureSum
 from fedface.mixup import PolicyUpdate, server_step
 from strategies.records import ARRAYS, CONFIG, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, record_bytes, to_record
@@ -40,6 +42,8 @@ class FedFaceAvg(FedAvg):
         self.baseline: float | None = None
         self.last_round: dict[str, Any] = {}
         self.evaluators: list[int] = []  # nodes that hold test pairs (pre-flight), lowest first
+        self.examples: dict[int, int] = {}  # each node's example count at pre-flight: the most a reply may claim
+        self._sent: dict[str, Any] = {}  # this round's global arrays: what every reply must match
 
     def _policy_record(self) -> ArrayRecord:
         return to_record({k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()})
@@ -48,6 +52,7 @@ class FedFaceAvg(FedAvg):
                         grid: Grid) -> Iterable[Message]:
         sample = super().configure_train if self.dp is None else self.dp.configure_train  # central DP: see __init__
         sampled = list(sample(server_round, arrays, config, grid))
+        self._sent = {k: v.numpy() for k, v in arrays.items()}
         out, sent = [], 0
         for m in sampled:  # FedAvg puts one shared RecordDict in every message: build one per node
             cfg = ConfigRecord({**dict(m.content[CONFIG]), RUN_CONFIG: self.run_config_json})
@@ -63,7 +68,7 @@ class FedFaceAvg(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = self.screen(replies)
         ok = [r for r in replies if not r.has_error()]
         failed = [{"node": r.metadata.src_node_id, "reason": r.error.reason} for r in replies if r.has_error()]
         for f in failed:
@@ -94,6 +99,39 @@ class FedFaceAvg(FedAvg):
             self.baseline = server_step(self.policy, self.policy_optimizer, [u for u in updates if u is not None],
                                         self.baseline, self.baseline_momentum)
         return arrays, metrics
+
+    def screen(self, replies: Iterable[Message]) -> list[Message]:
+        """Every reply checked before anything reads it: a reply that is not what this round asked for (no arrays
+        or metrics, other names/shapes/dtypes than the global model, non-finite values, a policy update that does not
+        fit the policy, an unbelievable ``num-examples``) becomes a failed reply with the reason, so the round
+        aggregates the honest ones and results.json says why the others were left out."""
+        return [r if r.has_error() or (why := self._reply_problem(r)) is None else
+                Message(error=Error(ErrorCode.UNKNOWN, f"rejected reply: {why}"), metadata=r.metadata)
+                for r in replies]
+
+    def _reply_problem(self, reply: Message) -> str | None:
+        content = reply.content
+        if ARRAYS not in content.array_records or METRICS not in content.metric_records:
+            return f"a train reply needs the records {ARRAYS!r} and {METRICS!r}"
+        metrics = content[METRICS]
+        bad = [k for k, v in metrics.items() if not np.isfinite(np.asarray(v, dtype=float)).all()]
+        if bad:
+            return f"non-finite metrics {', '.join(bad)}"
+        why = examples_problem(metrics.get("num-examples"), self.examples.get(reply.metadata.src_node_id))
+        if why is None and self._sent:
+            why = update_problem({k: v.numpy() for k, v in content[ARRAYS].items()}, self._sent)
+        if why is None and POLICY_UPDATE in content.array_records:
+            if self.policy is None:
+                return "a policy update, but this run hosts no policy"
+            grads = {k: v.numpy() for k, v in content[POLICY_UPDATE].items()}
+            expected = {k: p.detach().cpu().numpy() for k, p in self.policy.named_parameters()}
+            why = update_problem(grads, expected)
+            if why is None and not all(k in metrics for k in ("policy-steps", "k-counts", "reward-sum")):
+                why = "a policy update without policy-steps, k-counts and reward-sum"
+        if why is None and "k-counts" in metrics and self.policy is not None \
+                and len(metrics["k-counts"]) != self.policy.fc.out_features:
+            why = f"k-counts has {len(metrics['k-counts'])} entries, the policy {self.policy.fc.out_features}"
+        return why
 
     def aggregate_secure(self, server_round: int, secure: SecureSum, nodes: list[int], failed: list[dict[str, Any]],
                          facts: dict[str, Any]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -141,6 +179,7 @@ class FedFaceAvg(FedAvg):
                 continue
             m = reply.content[METRICS]
             examples[node] = int(m["num-examples"])
+            self.examples[node] = examples[node]
             if int(m.get("can-evaluate", 1)):
                 self.evaluators.append(node)
             if list(m["input-shape"]) != list(expected_shape):

@@ -20,6 +20,14 @@ def test_train_writes_config_results_and_tensorboard(tmp_path, capsys):
     assert any((run_dir / "tensorboard").iterdir())
     assert (run_dir / "model.safetensors").exists() and (run_dir / "partition.json").exists()
     assert "acc %" in capsys.readouterr().out
+    before = (run_dir / "results.json").read_bytes()
+    # a second run into the same folder (the default run.dir is shared by every config change) must not destroy it
+    assert main(["train", *FAST, "seed=1", f"run.dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "run.dir" in err and "run.overwrite=true" in err and err.count("\n") == 1
+    assert (run_dir / "results.json").read_bytes() == before and "seed: 0" in (run_dir / "config.yaml").read_text()
+    assert main(["train", *FAST, "seed=1", f"run.dir={run_dir}", "run.overwrite=true"]) == 0
+    assert "seed: 1" in (run_dir / "config.yaml").read_text()
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -68,8 +68,11 @@ def test_resume_continues_at_the_next_round_with_identical_weights(tmp_path):
     full, _ = _run(tmp_path / "full", [*common], node_config=node)
     grid = LocalGrid(client_app, 3, node)  # the nodes keep running while the server restarts
     _run(tmp_path / "cut", [*common, "federation.rounds=1"], grid=grid)
+    before = len(grid.sent)
     resumed, _ = _run(tmp_path / "cut", [*common, "federation.resume=true"], grid=grid)
-    assert [r["round"] for r in resumed["rounds"]] == [1, 2]
+    assert [r["round"] for r in resumed["rounds"]] == [1, 2] and resumed["resumed_after_round"] == 1
+    trained = [m for m in grid.sent[before:] if m.metadata.message_type == "train"]
+    assert len(trained) == 3  # round 2 only: a resume that started over would train 6 replies
     a = load_checkpoint(tmp_path / "full" / "checkpoint")
     b = load_checkpoint(tmp_path / "cut" / "checkpoint")
     assert a[0] == b[0] == 2
@@ -203,3 +206,61 @@ def test_plateau_rule_stops_only_after_patience_evaluations_without_gain():
 def test_a_plateaued_run_stops_before_its_last_round(tmp_path):
     res, _ = _run(tmp_path, ["federation.rounds=6", "federation.plateau.patience=1", "federation.plateau.min_delta=1.0"])
     assert res["status"] == "done" and len(res["rounds"]) == 2 and "plateaued" in res["stopped"]
+
+
+def test_resume_falls_back_past_a_truncated_checkpoint_and_refuses_another_config(tmp_path, caplog):
+    run = tmp_path / "run"
+    _run(run, ["federation.rounds=2"])
+    latest = run / "checkpoint" / "round-00002" / "global.safetensors"
+    latest.write_bytes(latest.read_bytes()[:100])  # kill -9 mid-copy, a full disk: the newest round is unreadable
+    with pytest.raises(ValueError, match="train.lr"):
+        _run(run, ["federation.rounds=3", "federation.resume=true", "train.lr=0.5"])
+    res, grid = _run(run, ["federation.rounds=3", "federation.resume=true"])
+    assert "falling back" in caplog.text and res["resumed_after_round"] == 1
+    assert [r["round"] for r in res["rounds"]] == [1, 2, 3] and res["status"] == "done"
+
+
+def test_a_run_in_which_every_round_failed_ends_failed(tmp_path):
+    res, _ = _run(tmp_path, ["federation.failure_prob=1.0", "federation.rounds=2"])
+    assert res["status"] == "failed" and "no client reply" in res["error"]
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+
+
+def _tamper(how: str):
+    """A rogue client: the honest ClientApp's train reply, then broken the way ``how`` says."""
+    from flwr.app import Array, MetricRecord
+
+    def app(msg, ctx):
+        reply = client_app(msg, ctx)
+        if ctx.node_id != 1000 or msg.metadata.message_type != "train":
+            return reply
+        arrays, metrics = reply.content["arrays"], reply.content["metrics"]
+        name = next(k for k in arrays.keys() if arrays[k].numpy().ndim == 4)
+        if how == "no-metrics":
+            del reply.content["metrics"]
+        elif how == "shape":
+            arrays[name] = Array(np.zeros((1, *arrays[name].numpy().shape[1:]), arrays[name].numpy().dtype))
+        elif how == "nan":
+            w = arrays[name].numpy().copy()
+            w.flat[0] = np.nan
+            arrays[name] = Array(w)
+        elif how == "examples":
+            reply.content["metrics"] = MetricRecord({**dict(metrics), "num-examples": 10 ** 12})
+        return reply
+
+    return app
+
+
+@pytest.mark.parametrize("how,reason", [("no-metrics", "needs the records"), ("shape", "is float32[1"),
+                                        ("nan", "non-finite"), ("examples", "exceeds")])
+def test_rogue_replies_are_rejected_and_the_honest_ones_aggregated(tmp_path, how, reason):
+    grid = LocalGrid(_tamper(how), 3)
+    res, _ = _run(tmp_path, ["federation.head=shared"], grid=grid)
+    assert res["status"] == "done"
+    for r in res["rounds"]:
+        assert r["received"] == 2 and [f["node"] for f in r["failed"]] == [1000]
+        assert "rejected reply" in r["failed"][0]["reason"] and reason in r["failed"][0]["reason"]
+    final = load_checkpoint(tmp_path / "checkpoint")[1]
+    honest = [m for m in grid.sent if m.metadata.message_type == "train" and m.metadata.src_node_id != 1000]
+    for name, ref in from_record(honest[0].content["arrays"]).items():
+        assert final[name].shape == ref.shape and np.isfinite(final[name]).all(), name

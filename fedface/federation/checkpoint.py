@@ -2,11 +2,14 @@
 
 Never pickle: a checkpoint a user may receive from someone else only holds tensors and JSON. Each file lands
 atomically (temp + rename) and ``state.json`` is written last, so a crash mid-write leaves the previous round's
-checkpoint intact and ``resume`` continues from the last complete round.
+checkpoint intact and ``resume`` continues from the last complete round. The last ``KEEP_ROUNDS`` rounds are kept,
+each with its own copy of the state: a latest round that does not load (a truncated file, a disk error) falls back
+to the one before, with a warning.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ import torch
 from safetensors.numpy import load_file
 
 from fedface.io import atomic_save_safetensors, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 ARRAYS, POLICY, STATE = "global.safetensors", "policy.safetensors", "state.json"
 KEEP_ROUNDS = 2
@@ -28,7 +33,9 @@ def save_checkpoint(folder: Path, server_round: int, arrays: dict[str, np.ndarra
     atomic_save_safetensors(sub / ARRAYS, arrays)
     if policy is not None:
         atomic_save_safetensors(sub / POLICY, policy)
-    atomic_write_json(folder / STATE, {**state, "round": server_round, "folder": sub.name})
+    state = {**state, "round": server_round, "folder": sub.name}
+    atomic_write_json(sub / STATE, state)
+    atomic_write_json(folder / STATE, state)
     for old in sorted(folder.glob("round-*"))[:-KEEP_ROUNDS]:
         for f in old.iterdir():
             f.unlink()
@@ -36,15 +43,24 @@ def save_checkpoint(folder: Path, server_round: int, arrays: dict[str, np.ndarra
 
 
 def load_checkpoint(folder: Path) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray] | None, dict] | None:
-    """(last complete round, arrays, policy or None, state) or None when there is no checkpoint."""
+    """(last complete round, arrays, policy or None, state) or None when there is no checkpoint. A round whose
+    files do not load is skipped with a warning for the one before; ValueError when none loads."""
     folder = Path(folder)
-    if not (folder / STATE).exists():
+    rounds = sorted(folder.glob("round-*"), reverse=True)
+    if not rounds and not (folder / STATE).exists():
         return None
-    state = json.loads((folder / STATE).read_text())
-    sub = folder / state["folder"]
-    arrays = load_file(str(sub / ARRAYS))
-    policy = load_file(str(sub / POLICY)) if (sub / POLICY).exists() else None
-    return int(state["round"]), arrays, policy, state
+    problems = []
+    for sub in rounds:
+        try:
+            state = json.loads((sub / STATE).read_text())
+            arrays = load_file(str(sub / ARRAYS))
+            policy = load_file(str(sub / POLICY)) if (sub / POLICY).exists() else None
+        except Exception as err:  # truncated safetensors/JSON, missing file: try the round before
+            problems.append(f"{sub.name}: {type(err).__name__}: {err}")
+            log.warning("checkpoint %s does not load (%s): falling back to the round before", sub, err)
+            continue
+        return int(state["round"]), arrays, policy, state
+    raise ValueError(f"no checkpoint in {folder} loads: " + "; ".join(problems or ["no round-* folder"]))
 
 
 def to_numpy(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

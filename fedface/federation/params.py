@@ -81,3 +81,34 @@ def check_modes(head_mode: str, bn_mode: str) -> None:
 
 def nbytes(arrays: Mapping[str, np.ndarray]) -> int:
     return int(sum(np.asarray(a).nbytes for a in arrays.values()))
+
+
+def update_problem(arrays: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray]) -> str | None:
+    """Why a client's returned ``arrays`` cannot enter the aggregate of the ``sent`` ones, or None when they can:
+    the same names, and per name the same shape, a real numeric dtype and finite values only. A wrong-shaped array would be
+    broadcast into the global model and a NaN would poison every client of the next round."""
+    missing, extra = sorted(set(sent) - set(arrays)), sorted(set(arrays) - set(sent))
+    if missing or extra:
+        return f"arrays {'missing ' + ', '.join(missing[:3]) if missing else ''}" \
+               f"{'; ' if missing and extra else ''}{'unexpected ' + ', '.join(extra[:3]) if extra else ''}"
+    for name, ref in sent.items():
+        got = np.asarray(arrays[name])
+        # any real numeric dtype: FedAvg's weighted mean turns integer buffers (num_batches_tracked) into floats,
+        # so from round 2 the global copy is float where every honest client still sends its integer
+        if got.shape != ref.shape or got.dtype.kind not in "biuf":
+            return f"array {name} is {got.dtype}{list(got.shape)}, expected {ref.dtype}{list(ref.shape)}"
+        if got.dtype.kind == "f" and not np.isfinite(got).all():
+            return f"array {name} holds non-finite values"
+    return None
+
+
+def examples_problem(claimed: Any, allowed: int | None) -> str | None:
+    """Why a reply's ``num-examples`` (its FedAvg weight) is not believable, or None: a positive integer no larger
+    than what the node reported before round 1 (``allowed``; None before any pre-flight). Without the bound one node
+    claiming 1e12 examples becomes the whole average."""
+    if isinstance(claimed, bool) or not isinstance(claimed, (int, float)) or claimed != claimed or claimed < 1 \
+            or claimed != int(claimed):
+        return f"num-examples={claimed!r} is not a positive integer"
+    if allowed is not None and claimed > allowed:
+        return f"num-examples={int(claimed)} exceeds the {allowed} the node reported at pre-flight"
+    return None
