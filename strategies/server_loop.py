@@ -29,6 +29,7 @@ from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
 from fedface.train.collapse import is_collapsed, stalled
+from fedface.train.loop import round_margin_scale
 from strategies.central_dp import build_central_dp
 from strategies.records import from_record, to_record
 from strategies.malicious import MaliciousFedFaceAvg
@@ -140,6 +141,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         t0 = time.perf_counter()
         random.seed(int(cfg["seed"]) * 100_003 + rnd)  # node sampling: same draw for a round whether resumed or not
         train_cfg = ConfigRecord({"lr": round_lr(cfg, rnd), "schedule": "constant",
+                                  "margin-scale": round_margin_scale(cfg, rnd),
                                   "epochs": int(fed["local_epochs"]),
                                   **({"steps": int(fed["local_steps"])} if fed.get("local_steps") else {})})
         if secure is None:

@@ -21,7 +21,7 @@ from fedface.freq.ppfr import self_normalize
 from fedface.mixup import MixupConfig, PolicyNet
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
-from fedface.train.loop import StepRecord, TrainConfig
+from fedface.train.loop import StepRecord, TrainConfig, round_margin_scale
 
 
 class Skip(Exception):
@@ -52,6 +52,7 @@ def attack_update(obs: Observation, run_cfg: Mapping[str, Any], icfg: InversionC
         classes = _max_label(plan) + 1
     backbone = build_backbone(run_cfg["model"], spec)
     model = LossModel(backbone, build_head(run_cfg["model"], backbone.embedding_size, classes))
+    model.head.margin_scale = round_margin_scale(run_cfg, obs.server_round)  # what the client's head used
     start = state_of(model)
     known = {k: torch.as_tensor(np.asarray(v)).to(start[k].dtype) for k, v in obs.sent.items() if k in start}
     start.update(known)

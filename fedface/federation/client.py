@@ -108,7 +108,9 @@ class ClientTask:
             self.mixer.policy.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in policy.items()})
             self.mixer.baseline = baseline
         tcfg = TrainConfig(**{**self.tcfg.__dict__, **{k: round_cfg[k] for k in ("lr", "epochs", "steps", "schedule")
-                                                        if k in round_cfg}})
+                                                        if k in round_cfg}, "margin_warmup": 0.0})
+        # the margin warm-up runs over rounds, not within each round's few local steps (server_loop.round_config)
+        self.head.margin_scale = min(1.0, max(0.0, float(round_cfg.get("margin-scale", 1.0))))
         seed = client_seed(int(self.cfg["seed"]), server_round, self.partition_id)
         gen = torch.Generator().manual_seed(seed)
         record = [] if ground_truth is not None else None

@@ -22,8 +22,8 @@ class ArcFace(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
         self.s, self.m, self.easy_margin = float(s), float(m), bool(easy_margin)
-        self.cos_m, self.sin_m = math.cos(m), math.sin(m)
-        self.th, self.mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+        #: share of ``m`` applied now, set by the training loop during a margin warm-up (``train.margin_warmup``)
+        self.margin_scale = 1.0
 
     @property
     def num_classes(self) -> int:
@@ -36,12 +36,13 @@ class ArcFace(nn.Module):
         return F.linear(F.normalize(emb), F.normalize(w)).clamp(-1.0, 1.0)
 
     def margin_cos(self, cos: torch.Tensor) -> torch.Tensor:
-        """cos(θ + m) elementwise, with the fallback above."""
+        """cos(θ + m) elementwise, with the fallback above (m scaled by ``margin_scale``)."""
+        m = self.m * self.margin_scale
         sin = torch.sqrt((1.0 - cos * cos).clamp_min(1e-9))
-        phi = cos * self.cos_m - sin * self.sin_m
+        phi = cos * math.cos(m) - sin * math.sin(m)
         if self.easy_margin:
             return torch.where(cos > 0, phi, cos)
-        return torch.where(cos > self.th, phi, cos - self.mm)
+        return torch.where(cos > math.cos(math.pi - m), phi, cos - math.sin(math.pi - m) * m)
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         return self.logits(emb, labels, weights)
