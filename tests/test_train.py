@@ -91,3 +91,25 @@ def test_protections_declare_their_grid():
     assert build_protection("none").grid == 1 and build_protection("fr_fd").grid == 8
     assert build_protection("ppfr_fd", key=b"k" * 32).grid == build_protection("obfuscator").grid == 8
     assert build_protection({"name": "instahide", "domain": "freq"}).grid == 8
+
+
+def test_margin_warms_up_over_the_run_and_rounds():
+    """train.margin_warmup: the head trains with no margin at step 0 (normalised softmax) and the full m from the
+    end of the warm-up on; federated, one value per round, the one the server sends and the attack replays."""
+    from fedface.train.loop import margin_scale, round_margin_scale
+
+    d, prot, net, head = _setup()
+    seen = []
+    original = head.margin_cos
+    head.margin_cos = lambda cos: (seen.append(head.margin_scale), original(cos))[1]
+    train_local(net, head, prot, d.images, d.labels, TrainConfig(steps=8, batch_size=16, margin_warmup=0.5),
+                torch.Generator().manual_seed(0))
+    assert seen == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+    cos = torch.tensor([[0.3, -0.2], [0.9, 0.1]])
+    head.margin_scale = 0.0
+    assert torch.equal(head.margin_cos(cos), cos)  # no margin: ArcFace's logits are s·cos θ
+    head.margin_scale = 1.0
+    assert (head.margin_cos(cos) < cos).all()
+    cfg = {"train": {"margin_warmup": 0.25}, "federation": {"rounds": 8}}
+    assert [round_margin_scale(cfg, r) for r in (1, 2, 3, 4)] == [0.0, 0.5, 1.0, 1.0]
+    assert margin_scale(0.0, 0.0) == 1.0
