@@ -1,7 +1,8 @@
 """Flower ClientApp: turns train/evaluate messages into ``fedface.federation.ClientTask`` calls and back.
 
-Secrets stay on the node: the Shuffle1 key comes from the node config (``shuffle-key``) or the environment
-(``FEDFACE_KEY``), never from a message. Data: in simulation, shard ``partition-id`` of the configured dataset under
+Secrets stay on the node: the Shuffle1 key comes from the node's key file, node config or environment
+(``fedface.protect.keys``), never from a message. The protection comes from the node's privacy policy
+(``fedface.federation.policy``): the server's run config only requests it, and a weaker request is refused. Data: in simulation, shard ``partition-id`` of the configured dataset under
 node config ``data-root`` or ``FEDFACE_DATA``; deployed, the node's own folders (node config ``data-path``,
 ``eval-path``, ``class-offset``; ``fedface.federation.node_data``).
 What a node keeps between rounds (a local head, local BatchNorm, the DP-SGD accountant's history) lives in
@@ -25,10 +26,12 @@ from fedface.attacks.ground_truth import ground_truth_path
 from fedface.federation.client import ClientTask, client_seed
 from fedface.federation.node_data import NodeFolders
 from fedface.protect import needs_key
-from fedface.protect.keys import load_key
-from strategies.records import (ARRAYS, CONFIG, DP_HISTORY, LOCAL, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG,
-                                from_record, to_record)
+from fedface.federation.policy import NodePolicy
+from fedface.protect.keys import DEMO_KEY, fingerprint, load_key
+from strategies.records import (ARRAYS, CONFIG, DP_HISTORY, KEY_FINGERPRINT, KEY_NONCE, LOCAL, METRICS, POLICY,
+                                POLICY_UPDATE, RUN_CONFIG, from_record, to_record)
 
+ALLOW_DEMO_ENV = "FEDFACE_ALLOW_DEMO_KEY"
 torch.set_num_threads(1)  # one ClientApp per core in simulation
 app = ClientApp()
 # Per worker process: the tasks of the last ``federation.client_cache`` partitions it served (the dataset itself is
@@ -43,20 +46,27 @@ class InjectedFailure(RuntimeError):
 
 
 def _task(msg: Message, context: Context) -> tuple[ClientTask, dict]:
+    """This node's task for the run the message describes -- after its privacy policy accepted the request (a
+    refusal raises before any face is read: the server gets a failed reply with the reason)."""
     cfg_json = msg.content[CONFIG][RUN_CONFIG]
-    cfg = json.loads(cfg_json)
+    cfg = NodePolicy.load(context.node_config).enforce(json.loads(cfg_json))
     pid = int(context.node_config["partition-id"])
     n = int(context.node_config.get("num-partitions", 1))  # a deployed node with its own folders needs no count
     folders = NodeFolders.from_node_config(context.node_config)
     ident = (hashlib.sha256(cfg_json.encode()).hexdigest(), pid, n, folders)
     if ident not in _TASKS:
-        allow_demo = os.environ.get("FEDFACE_ALLOW_DEMO_KEY") == "1"
-        key = load_key(context.node_config, allow_demo=allow_demo) if needs_key(cfg["protect"]) else None
+        key = _key(context) if needs_key(cfg["protect"]) else None
         _TASKS[ident] = ClientTask(cfg, pid, n, key, context.node_config.get("data-root"), folders)
         while len(_TASKS) > int(cfg["federation"].get("client_cache", 8)):
             _TASKS.popitem(last=False)
     _TASKS.move_to_end(ident)
     return _TASKS[ident], cfg
+
+
+def _key(context: Context) -> bytes:
+    """The node's federation key; the public demo key only where the node's owner allows it for a simulation
+    (env FEDFACE_ALLOW_DEMO_KEY=1), which pre-flight reports so results.json records it."""
+    return load_key(context.node_config, allow_demo=os.environ.get(ALLOW_DEMO_ENV) == "1")
 
 
 def _local_state(context: Context) -> dict:
@@ -109,11 +119,17 @@ def train(msg: Message, context: Context) -> Message:
 @app.query()
 def preflight(msg: Message, context: Context) -> Message:
     """Before round 1: build this node's task (data, key, protection) and report what the server must check."""
-    task, _ = _task(msg, context)
+    task, cfg = _task(msg, context)
     spec = task.protection.output_spec(112, 112)
     metrics = {"num-examples": task.num_examples, "input-shape": list(spec.shape),
                "can-evaluate": int(task.can_evaluate)}
-    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
+    facts = NodePolicy.load(context.node_config).summary()  # what the node enforces (no secret)
+    nonce = str(msg.content[CONFIG].get(KEY_NONCE, ""))
+    if needs_key(cfg["protect"]) and nonce:  # lets the server catch nodes holding different keys before round 1
+        key = _key(context)
+        facts[KEY_FINGERPRINT] = fingerprint(key, bytes.fromhex(nonce))
+        metrics["demo-key"] = int(key == DEMO_KEY)
+    return Message(content=RecordDict({METRICS: MetricRecord(metrics), CONFIG: ConfigRecord(facts)}), reply_to=msg)
 
 
 @app.evaluate()

@@ -57,3 +57,17 @@ def check_choice(value: Any, known: tuple, key: str) -> None:
 
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested plain config as {dotted key: value}."""
+    if isinstance(tree, Mapping):
+        return {k: v for key, sub in tree.items() for k, v in flat_config(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between two plain configs, except those under an ``ignore`` prefix."""
+    fa, fb = flat_config(a), flat_config(b)
+    return sorted(k for k in set(fa) | set(fb)
+                  if fa.get(k) != fb.get(k) and not any(k == f or k.startswith(f + ".") for f in ignore))

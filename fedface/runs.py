@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedface.config import config_differences
 from fedface.io import atomic_write_json, atomic_write_text
 
 
@@ -76,19 +77,10 @@ def claim(path: Path, overwrite: bool = False, resume: bool = False) -> None:
     Path(path).mkdir(parents=True, exist_ok=True)
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: tree}
-
-
 def resume_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The config keys (dotted) whose values differ between the run being resumed and this one, ignoring
     ``RESUMABLE_CHANGES``: a resumed run must be the run it continues."""
-    a, b = _flat(saved), _flat(now)
-    free = tuple(RESUMABLE_CHANGES)
-    return sorted(k for k in set(a) | set(b)
-                  if a.get(k) != b.get(k) and not any(k == f or k.startswith(f + ".") for f in free))
+    return config_differences(saved, now, RESUMABLE_CHANGES)
 
 
 class RunDir:

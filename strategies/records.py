@@ -14,6 +14,8 @@ POLICY_UPDATE = "policy-update"  # sum (r - b) grad log pi(k) of the client's st
 LOCAL = "local"              # context.state: what a node keeps between rounds (local head / BN); never sent
 DP_HISTORY = "dp-history"    # context.state: the node's DP-SGD accountant history (sigma, q, steps); never sent
 RUN_CONFIG = "fedface-config"  # the resolved run config as JSON inside CONFIG (no secrets, no paths of nodes)
+KEY_NONCE = "key-nonce"      # pre-flight (server -> client): hex nonce of this run's key fingerprints
+KEY_FINGERPRINT = "key-fingerprint"  # pre-flight (client -> server): HMAC(key, nonce), never the key
 # federation.secagg: keys of the legacy FitIns config / FitRes metrics (strategies/secagg.py, clients/secagg.py)
 SECAGG_LAYOUT = "secagg-layout"  # fedface.federation.secagg.Layout as JSON: what the one summed vector holds
 SECAGG_NAMES = "secagg-names"    # [[record, name], ...] of the FitIns parameters (global arrays, policy weights)

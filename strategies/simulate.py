@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
 from fedface.attacks.scoring import ground_truth_dir
+from fedface.federation.policy import ENV_VAR as POLICY_ENV, write_policy
 from fedface.federation.setup import prepare_federation
 from fedface.io import atomic_write_json
 from fedface.protect import needs_key
@@ -66,6 +67,10 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     plain = prepare_federation(cfg)
     run = RunDir(cfg.run.dir, cfg)
     simulated_clients_key(plain)
+    # the simulated nodes' privacy policy: federation.node_policy, else the experimenter's own config (one file for
+    # all nodes); the run config the server sends them only requests (fedface.federation.policy)
+    os.environ[POLICY_ENV] = str(plain["federation"].get("node_policy")
+                                 or write_policy(plain, run.path / "node-policy.yaml"))
     if plain["attack"]["name"] != "none" and plain["attack"].get("ground_truth", True):
         # attack experiments: simulated clients record what entered their model, for scoring (never sent)
         os.environ[GROUND_TRUTH_ENV] = str(ground_truth_dir(run.path))

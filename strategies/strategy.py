@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -24,7 +25,9 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from fedface.federation.params import examples_problem, update_problem
 from fedface.federation.secagg import SecureSum
 from fedface.mixup import PolicyUpdate, server_step
-from strategies.records import ARRAYS, CONFIG, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG, record_bytes, to_record
+from fedface.protect.keys import same_fingerprint
+from strategies.records import (ARRAYS, CONFIG, KEY_FINGERPRINT, KEY_NONCE, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG,
+                                record_bytes, to_record)
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +171,22 @@ class FedFaceAvg(FedAvg):
         its answer: a node without its key, data or with a protection that yields another input shape stops the run
         here, naming the node and reason. Records which nodes can evaluate (hold test pairs)."""
         nodes = _wait_for_nodes(grid, num_nodes, timeout)
-        cfg = ConfigRecord({RUN_CONFIG: self.run_config_json})
+        cfg = ConfigRecord({RUN_CONFIG: self.run_config_json, KEY_NONCE: secrets.token_hex(16)})
         messages = [Message(content=RecordDict({CONFIG: cfg}), dst_node_id=n, message_type=MessageType.QUERY)
                     for n in nodes]
-        problems, examples = [], {}
+        problems, examples, policies, prints, demo = [], {}, {}, {}, []
         for reply in grid.send_and_receive(messages, timeout=timeout):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 problems.append(f"node {node}: {reply.error.reason}")
                 continue
             m = reply.content[METRICS]
+            facts = dict(reply.content[CONFIG]) if CONFIG in reply.content.config_records else {}
+            if KEY_FINGERPRINT in facts:
+                prints[node] = str(facts.pop(KEY_FINGERPRINT))
+            policies[str(node)] = facts
+            if int(m.get("demo-key", 0)):
+                demo.append(node)
             examples[node] = int(m["num-examples"])
             self.examples[node] = examples[node]
             if int(m.get("can-evaluate", 1)):
@@ -185,14 +194,25 @@ class FedFaceAvg(FedAvg):
             if list(m["input-shape"]) != list(expected_shape):
                 problems.append(f"node {node}: protection yields model inputs {list(m['input-shape'])}, the server's "
                                 f"model expects {list(expected_shape)} (protect.* differs between server and node)")
+        if prints:  # every keyed node must hold the same key (HMAC fingerprints under this run's nonce)
+            first = next(iter(prints.values()))
+            odd = sorted(n for n, p in prints.items() if not same_fingerprint(p, first))
+            if odd:
+                problems.append(f"nodes hold different federation keys: {', '.join(map(str, odd))} differ from "
+                                f"{', '.join(str(n) for n, p in prints.items() if same_fingerprint(p, first))} "
+                                "(key fingerprints differ; give every node the same key file)")
         if not self.evaluators and not problems:
             problems.append("no node holds test pairs: give at least one node an eval folder (node config "
                             "`eval-path`)")
         if problems:
             raise RuntimeError("pre-flight check failed before round 1:\n  " + "\n  ".join(problems))
         self.evaluators.sort()
+        if demo:
+            log.warning("INSECURE: nodes %s train with the public demo key (FEDFACE_ALLOW_DEMO_KEY=1): Shuffle1 "
+                        "hides nothing from anyone who reads the source", demo)
         return {"nodes": len(examples), "examples": sum(examples.values()), "max_examples": max(examples.values()),
-                "evaluators": len(self.evaluators)}
+                "evaluators": len(self.evaluators), "policies": policies, "keys_match": bool(prints),
+                "insecure_demo_key": demo}
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

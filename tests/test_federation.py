@@ -264,3 +264,68 @@ def test_rogue_replies_are_rejected_and_the_honest_ones_aggregated(tmp_path, how
     honest = [m for m in grid.sent if m.metadata.message_type == "train" and m.metadata.src_node_id != 1000]
     for name, ref in from_record(honest[0].content["arrays"]).items():
         assert final[name].shape == ref.shape and np.isfinite(final[name]).all(), name
+
+
+HONEST = ["protect=ppfr_fd", "mixup=adaptive", "mixup.k_max=3", "federation.head=shared"]
+
+
+@pytest.mark.parametrize("weaker,reason", [
+    ([*HONEST, "protect=none"], "protect=none"),
+    ([*HONEST, "protect.steps.shuffle1=false"], "steps.shuffle1=False"),
+    ([*HONEST, "protect.steps.shuffle2=false"], "steps.shuffle2=False"),
+    (["protect=ppfr_fd", "federation.head=shared", "mixup=none"], "requires k >= 2"),
+    ([*HONEST, "protect.keep=60"], "keep=60"),
+])
+def test_a_server_cannot_weaken_a_nodes_protection(tmp_path, weaker, reason):
+    """The nodes' policy is the experimenter's honest config; the server's run config asks for less. Every node
+    refuses at pre-flight (the run stops before round 1) and again if the server skips pre-flight and sends a
+    train message: no reply carries anything but the refusal, so no raw pixel can leave."""
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+
+    from strategies.records import CONFIG, RUN_CONFIG
+
+    honest = prepare_federation(compose_config([*SMALL, f"run.dir={tmp_path}", *HONEST]))
+    grid = LocalGrid(client_app, 3, {"shuffle-key": KEY_HEX}, policy=honest)
+    with pytest.raises(RuntimeError, match=f"(?s)pre-flight.*refused by the node's privacy policy.*{reason}"):
+        _run(tmp_path, weaker, grid=grid)
+    weak = prepare_federation(compose_config([*SMALL, f"run.dir={tmp_path}", *weaker]))
+    train = Message(content=RecordDict({CONFIG: ConfigRecord({RUN_CONFIG: json.dumps(weak), "server-round": 1})}),
+                    dst_node_id=1000, message_type=MessageType.TRAIN)
+    [reply] = grid.send_and_receive([train])
+    assert reply.has_error() and "refused by the node's privacy policy" in reply.error.reason
+    assert grid.sent and all(m.has_error() for m in grid.sent)  # refusals only: no arrays, no metrics
+
+
+def test_node_policy_minimums_and_file_errors(tmp_path):
+    from fedface.federation.policy import NodePolicy, PolicyRefusal, policy_of_run
+
+    cfg = prepare_federation(compose_config([*SMALL, f"run.dir={tmp_path}", *HONEST]))
+    strict = NodePolicy.from_mapping({**policy_of_run(cfg), "require_secagg": True}, "test")
+    assert "requires SecAgg+" in strict.refusal(cfg)
+    trap = {**cfg, "model": {**cfg["model"], "imprint": {"bins": 8}}}
+    assert "trap module" in NodePolicy.from_mapping(policy_of_run(cfg), "test").refusal(trap)
+    assert NodePolicy.from_mapping(policy_of_run(cfg), "test").refusal(cfg) is None
+    preset = NodePolicy.from_mapping({"protect": "ppfr_fd", "overrides": ["protect.keep=24"]}, "file")
+    assert preset.protect["keep"] == 24 and preset.protect["name"] == "ppfr_fd"
+    with pytest.raises(ValueError, match="unknown privacy-policy key.*protekt"):
+        NodePolicy.from_mapping({"protekt": "none"}, "file")
+    with pytest.raises(ValueError, match="mixup_min_k"):
+        NodePolicy.from_mapping({"protect": "none", "mixup_min_k": "two"}, "file")
+    with pytest.raises(PolicyRefusal, match="no privacy policy"):
+        NodePolicy.load({}, env={})
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("protect: [unclosed")
+    with pytest.raises(ValueError, match="policy.yaml.*does not read"):
+        NodePolicy.load({"privacy-policy": str(bad)}, env={})
+
+
+def test_nodes_with_different_keys_stop_before_round_one(tmp_path):
+    grid = LocalGrid(client_app, 3, {"shuffle-key": KEY_HEX})
+    grid.contexts[1002].node_config["shuffle-key"] = "b2" * 32
+    with pytest.raises(RuntimeError, match="(?s)pre-flight.*different federation keys: 1002 differ from 1000, 1001"):
+        _run(tmp_path, ["protect=ppfr_fd"], grid=grid)
+    assert not any(m.metadata.message_type == "train" for m in grid.sent)
+    same = LocalGrid(client_app, 3, {"shuffle-key": KEY_HEX})
+    res, _ = _run(tmp_path / "same", ["protect=ppfr_fd", "federation.rounds=1"], grid=same)
+    assert res["preflight"]["keys_match"] and res["preflight"]["policies"]["1000"]["policy-protect"] == "ppfr_fd"
+    assert KEY_HEX not in json.dumps(res)

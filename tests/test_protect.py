@@ -250,19 +250,30 @@ def test_ppfr_fd_norm_is_configurable_and_checked():
         build_protection({"name": "ppfr_fd", "norm": "pixel"}, key=b"k" * 32)
 
 
-def test_load_key_sources_and_errors(caplog):
+def test_load_key_sources_and_errors(caplog, tmp_path):
     hex_key = KEY.hex()
     assert load_key({"shuffle-key": hex_key}, env={}) == KEY
-    assert load_key(None, env={"FEDFACE_KEY": "a text secret of 24 bytes"}) == b"a text secret of 24 bytes"
+    stretched = load_key(None, env={"FEDFACE_KEY": "a passphrase of 29 characters"})
+    assert len(stretched) == 32 and stretched != b"a passphrase of 29 characters"  # scrypt, not the text itself
     assert load_key({"shuffle-key": hex_key}, env={"FEDFACE_KEY": "other secret, 21 bytes"}) == KEY
+    key_file = tmp_path / "key"
+    key_file.write_text(hex_key + "\n")
+    assert load_key({"shuffle-key-file": str(key_file)}, env={"FEDFACE_KEY": "another secret of 24 b"}) == KEY
+    assert load_key(None, env={"FEDFACE_KEY_FILE": str(key_file)}) == KEY
+    with pytest.raises(ValueError, match="FEDFACE_KEY_FILE.*does not read"):
+        load_key(None, env={"FEDFACE_KEY_FILE": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="FEDFACE_KEY"):
         load_key(None, env={"FEDFACE_KEY": "short"})
-    with pytest.raises(ValueError, match="shuffle-key"):
-        load_key({"shuffle-key": "00" * 15}, env={})
-    with pytest.raises(ValueError, match="FEDFACE_KEY"):
+    with pytest.raises(ValueError, match="shuffle-key.*16 bytes of hex"):
+        load_key({"shuffle-key": "00" * 16}, env={})  # a 128-bit hex key: refused, not read as a passphrase
+    with pytest.raises(ValueError, match="FEDFACE_KEY_FILE"):
         load_key(None, env={})
     with pytest.raises(ValueError, match="no federation key"):
         load_key({"shuffle-key": ""}, env={"FEDFACE_KEY": "  "})
+    with pytest.raises(ValueError, match="public demo key"):  # set explicitly: no secret, refused in a federation
+        load_key(None, env={"FEDFACE_KEY": DEMO_KEY.decode()})
     with caplog.at_level(logging.WARNING, logger="fedface.protect.keys"):
+        assert load_key(None, env={"FEDFACE_KEY": DEMO_KEY.decode()}, allow_demo=True) == DEMO_KEY
         assert load_key(None, env={}, allow_demo=True) == DEMO_KEY
+    assert "INSECURE" in caplog.text
     assert "insecure demo key" in caplog.text

@@ -27,7 +27,7 @@ from fedface.attacks.update import Skip, attack_policy_channel, attack_update
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
 from fedface.protect import build_protection
-from fedface.protect.keys import ENV_VAR, parse_key
+from fedface.protect.keys import ENV_FILE, ENV_VAR, load_key
 from fedface.train.loop import StepRecord
 
 
@@ -102,9 +102,10 @@ def _records(obs: Observation, run_dir: Path) -> list[StepRecord] | None:
 
 def colluders_key(threat: ThreatModel) -> bytes | None:
     """The clients' key as a colluding client hands it over (``knows_key``), parsed the way the clients parse it
-    (``parse_key``: 64 hex digits are 32 bytes, not 64 characters); None without that threat or without a key."""
-    value = os.environ.get(ENV_VAR)
-    return parse_key(value, f"env {ENV_VAR}") if threat.knows_key and value else None
+    (``load_key``: 64 hex digits are 32 bytes, not 64 characters); None without that threat or without a key."""
+    if not threat.knows_key or not (os.environ.get(ENV_VAR) or os.environ.get(ENV_FILE)):
+        return None
+    return load_key(None, allow_demo=True)
 
 
 def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatModel
