@@ -1,17 +1,22 @@
 """The Flower federation, Ray-free (tests/local_grid.py delivers messages in-process, deep-copied like the wire)."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clients.client_app import app as client_app
 from fedface.config import compose_config
 from fedface.federation.checkpoint import load_checkpoint
 from fedface.federation.setup import prepare_federation
 from fedface.freq import bdct
+from fedface.freq.ppfr import _SHUFFLE1_CONTEXT, shuffle1_permutation
 from strategies.records import from_record
 from strategies.server_loop import run_federation
 from tests.local_grid import LocalGrid
@@ -100,15 +105,25 @@ def _needles(grid: LocalGrid, cfg_dir: Path) -> list[bytes]:
     cfg = json.loads(json.dumps(prepare_federation(compose_config([*SMALL, f"run.dir={cfg_dir}"]))))
     data = load_configured(cfg["data"])
     x = data.images.float().unsqueeze(1)
-    reps = [data.images.numpy().reshape(len(x), -1)[:, 112 * 40: 112 * 40 + 32],  # a raw row through the face
-            (x / 255).numpy().reshape(len(x), -1)[:, 112 * 40: 112 * 40 + 16],
-            ((x - 127.5) / 127.5).numpy().reshape(len(x), -1)[:, 112 * 40: 112 * 40 + 16],
+    # a run of a row through the middle of the face (columns 48..80): training shifts it by at most 4 pixels and
+    # flips it, so the run stays contiguous in the shifted image and reversed in the flipped one
+    mid = slice(112 * 40 + 48, 112 * 40 + 80)
+    reps = [data.images.numpy().reshape(len(x), -1)[:, mid],
+            (x / 255).numpy().reshape(len(x), -1)[:, mid][:, :16],
+            ((x - 127.5) / 127.5).numpy().reshape(len(x), -1)[:, mid][:, :16],
             bdct(x / 255).numpy().reshape(len(x), -1)[:, 200:216],
             bdct((x - 127.5) / 127.5).numpy().reshape(len(x), -1)[:, 200:216]]
-    needles = [bytes.fromhex(KEY_HEX), KEY_HEX.encode()]
+    key = bytes.fromhex(KEY_HEX)
+    permutation = shuffle1_permutation(key, 35)  # Shuffle1's channel order (PPFR-FD keeps 35 AC channels)
+    seed = hmac.new(key, _SHUFFLE1_CONTEXT, hashlib.sha256).digest()
+    needles = [key, KEY_HEX.encode(), KEY_HEX.upper().encode(), repr(key).encode(), base64.b64encode(key),
+               base64.urlsafe_b64encode(key), base64.b64encode(KEY_HEX.encode()), seed, seed.hex().encode(),
+               str(int.from_bytes(seed, "big")).encode(), permutation.numpy().tobytes(),
+               permutation.numpy().astype(np.int32).tobytes(), str(permutation.tolist()[:12])[1:-1].encode()]
     for rep in reps:
         for row in rep:
-            needles += [np.ascontiguousarray(row).tobytes(), np.ascontiguousarray(row, dtype=np.float64).tobytes()]
+            for r in (row, row[::-1]):  # as trained: flipped or not
+                needles += [np.ascontiguousarray(r).tobytes(), np.ascontiguousarray(r, dtype=np.float64).tobytes()]
     return needles
 
 
@@ -133,8 +148,11 @@ def test_no_raw_image_unmasked_tensor_or_key_in_any_client_message(tmp_path, sec
     # the probe must be able to fail: a message carrying one image's raw pixels is caught
     from fedface.data.sources import load_configured
 
-    leaky = load_configured(json.loads(json.dumps(res["config"]["data"]))).images[0].numpy().tobytes()
-    assert any(n in leaky for n in needles)
+    faces = load_configured(json.loads(json.dumps(res["config"]["data"]))).images
+    leaky = [faces[0].numpy().tobytes(), faces[1].flip(-1).numpy().tobytes(),  # as stored, flipped, shifted
+             torch.roll(faces[2], (3, -2), (0, 1)).numpy().tobytes(), repr(bytes.fromhex(KEY_HEX)).encode(),
+             base64.b64encode(bytes.fromhex(KEY_HEX)), shuffle1_permutation(bytes.fromhex(KEY_HEX), 35).numpy().tobytes()]
+    assert all(any(n in blob for n in needles) for blob in leaky)
     for message in grid.sent:
         for blob in _wire_bytes(message):
             for n in needles:

@@ -28,6 +28,8 @@ class NodeSpec:
     class_offset: int | None = None  # head=shared: the node's first row in the global label space (agreed out of band)
     host: str = "127.0.0.1"         # the machine that runs it; `scripts/deploy up` starts only loopback nodes
     port: int = 9094                # its local ClientApp API port (Flower binds it on 127.0.0.1)
+    policy: str = ""                # its privacy-policy YAML (on its machine; fedface/federation/policy.py); empty:
+                                    # <workdir>/policies/<name>.yaml, written once from `overrides` (loopback try-out)
 
 
 @dataclass(frozen=True)

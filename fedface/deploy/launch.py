@@ -26,6 +26,7 @@ from fedface.deploy.config import DeployConfig, NodeSpec
 from fedface.deploy.procs import DeployError, Processes, check_link, check_port_free
 from fedface.deploy.shards import export_shards
 from fedface.federation.node_data import DATA_KEY, EVAL_KEY, OFFSET_KEY
+from fedface.federation.policy import NODE_KEY as POLICY_KEY, write_policy
 from fedface.io import atomic_write_text
 from fedface.protect.keys import ENV_VAR as KEY_ENV
 
@@ -125,9 +126,29 @@ def register_node(cfg: DeployConfig, public_key: Path) -> None:
                           f"{(res.stderr or res.stdout).strip()[-500:]}")
 
 
-def node_config(node: NodeSpec) -> str:
-    """The node's ``--node-config``: its own folders and index (read on the node only, never sent)."""
+def policy_path(cfg: DeployConfig, node: NodeSpec) -> Path:
+    return Path(node.policy) if node.policy else cfg.workdir / "policies" / f"{node.name}.yaml"
+
+
+def ensure_policy(cfg: DeployConfig, node: NodeSpec) -> Path:
+    """The node's privacy policy. A path in the deploy file must exist (the node's owner wrote it); without one, the
+    try-out writes ``<workdir>/policies/<name>.yaml`` from the run's overrides once and never rewrites it -- so a
+    later change of the server's overrides is refused by the nodes instead of silently followed."""
+    path = policy_path(cfg, node)
+    if node.policy and not path.is_file():
+        raise DeployError(f"node {node.name}: nodes.policy file {path} does not exist (docs/deploy.md, \"Node privacy "
+                          "policy\")")
+    if not path.is_file():
+        write_policy(to_container(compose_config(run_overrides(cfg))), path)
+    return path
+
+
+def node_config(node: NodeSpec, policy: Path | None = None) -> str:
+    """The node's ``--node-config``: its own folders, index and privacy policy (read on the node only, never
+    sent)."""
     items: dict[str, Any] = {"partition-id": node.partition, DATA_KEY: str(Path(node.data).resolve())}
+    if policy is not None:
+        items[POLICY_KEY] = str(Path(policy).resolve())
     if node.eval:
         items[EVAL_KEY] = str(Path(node.eval).resolve())
     if node.class_offset is not None:
@@ -157,7 +178,8 @@ def start_supernode(cfg: DeployConfig, procs: Processes, node: NodeSpec, key: st
     check_node(cfg, node)
     argv = [_tool("flower-supernode"), "--superlink", cfg.address, "--root-certificates",
             str(certs_dir(cfg) / CA_CERT), "--auth-supernode-private-key", str(key_path(cfg, node.name)),
-            "--host", "127.0.0.1", "--port", str(node.port), "--node-config", node_config(node)]
+            "--host", "127.0.0.1", "--port", str(node.port), "--node-config",
+            node_config(node, ensure_policy(cfg, node))]
     env = flower_env(cfg, f"node-{node.name}", keep_key=True)
     if key:
         env[KEY_ENV] = key
