@@ -33,6 +33,7 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "ppfr_fd-block_shifts": (f"{PPFR} train.shift_grid=null", (0,)),
     "ppfr_fd-block_shifts-head_s64": (f"{PPFR} train.shift_grid=null model.head.s=64", (0,)),
     "obfuscator": ("protect=obfuscator", (0,)),
+    "obfuscator-m0.2": ("protect=obfuscator model.head.m=0.2", (0,)),
     "ppfr_fd-mixup-k2": (f"{PPFR} mixup=fixed mixup.k=2", (0,)),
     "ppfr_fd-mixup-k4": (f"{PPFR} mixup=fixed mixup.k=4", (0,)),
     "ppfr_fd-mixup-k2-maxw0.65": (f"{PPFR} mixup=fixed mixup.k=2 mixup.max_weight=0.65", (0,)),
