@@ -36,11 +36,30 @@ SMALL = ["data=synthetic", "data.num_identities=12", "data.images_per_identity=6
 
 
 def _cfg(tmp_path: Path, nodes: int = 2, **extra):
-    raw = {"workdir": str(tmp_path / "work"), "superlink": {"address": f"127.0.0.1:{free_port()}"},
+    raw = {"workdir": str(tmp_path / "work"),
+           "superlink": {"address": f"127.0.0.1:{free_port()}", "control_port": free_port()},
            "overrides": " ".join(SMALL), "export_shards": True,
            "nodes": [{"name": f"node-{i}", "data": str(tmp_path), "port": free_port()} for i in range(nodes)],
            **extra}
     return parse_deploy_config(raw)
+
+
+def test_gateway_lets_only_fleet_paths_through():
+    from fedface.deploy.gateway import allowed
+
+    assert allowed("/v1/fleet/pull-messages") and allowed("/v1/fleet/push-object?x=1")
+    for path in ("/v1/control/start-run", "/v1/control/register-node", "/docs", "/openapi.json", "/health",
+                 "/v1/fleet/../control/start-run", "/v1/fleet/%2E%2E%2Fcontrol/start-run", "/v1/fleet//x",
+                 "/v1/fleetx/pull", "/V1/FLEET/pull-messages"):
+        assert not allowed(path), path
+
+
+def test_a_pinned_node_hashes_the_app_as_flwr_builds_it(tmp_path):
+    from fedface.data.sources import REPO_ROOT
+    from fedface.deploy.pinned_node import app_hash, main
+
+    assert app_hash(REPO_ROOT) == app_hash(REPO_ROOT) and len(app_hash(REPO_ROOT)) == 64  # deterministic FAB
+    assert main(["not-a-hash", "--"]) == 2 and main([app_hash(REPO_ROOT)]) == 2
 
 
 # ---- certificates and keys -------------------------------------------------------------------------------------
@@ -294,11 +313,90 @@ def _wait_round(run_dir: Path, rnd: int, timeout: float) -> None:
     raise AssertionError(f"round {rnd} not recorded within {timeout} s")
 
 
+def _outsider_requests(cfg) -> dict[str, int]:
+    """What the public address answers to Control API calls (register a node's key, start a run, list nodes) and
+    Flower's API docs, over TLS with the CA certificate -- all an outsider needs to try."""
+    import http.client
+
+    ctx = ssl.create_default_context(cafile=str(launch.certs_dir(cfg) / CA_CERT))
+    out = {}
+    for path in ("/v1/control/register-node", "/v1/control/start-run", "/v1/control/list-nodes", "/docs",
+                 "/v1/fleet/../control/start-run", "/v1/fleet/%2e%2e/control/start-run"):
+        conn = http.client.HTTPSConnection(cfg.host, cfg.port, context=ctx, timeout=30)
+        conn.request("POST", path, body=b"\x00", headers={"Content-Type": "application/protobuf"})
+        out[path] = conn.getresponse().status
+        conn.close()
+    return out
+
+
+FOREIGN_APP = {
+    "pyproject.toml": """[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "foreign"
+version = "1.0.0"
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "outsider"
+
+[tool.flwr.app.components]
+serverapp = "foreign_app:server"
+clientapp = "foreign_app:client"
+
+[tool.flwr.app.config]
+marker = ""
+""",
+    "foreign_app.py": """import json, os
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+client = ClientApp()
+server = ServerApp()
+
+
+@client.query()
+def steal(msg, context):  # what a foreign app would do on a node: read its key and data paths
+    with open(context.run_config["marker"] + "-ran", "w") as f:
+        f.write(json.dumps(dict(context.node_config)) + os.environ.get("FEDFACE_KEY", ""))
+    return Message(RecordDict({"c": ConfigRecord({})}), reply_to=msg)
+
+
+@server.main()
+def main(grid, context):
+    nodes = list(grid.get_node_ids())
+    msgs = [Message(RecordDict({"c": ConfigRecord({})}), dst_node_id=n, message_type="query") for n in nodes]
+    replies = list(grid.send_and_receive(msgs, timeout=60))
+    with open(context.run_config["marker"] + "-server.json", "w") as f:
+        json.dump([r.error.reason if r.has_error() else "ran" for r in replies], f)
+""",
+}
+
+
+def _run_foreign_app(cfg, tmp_path: Path) -> list[str]:
+    """``flwr run`` of an app that is not fedface, on the deployment's nodes; returns what its server saw."""
+    app = tmp_path / "foreign"
+    app.mkdir()
+    for name, text in FOREIGN_APP.items():
+        (app / name).write_text(text)
+    marker = tmp_path / "foreign"
+    launch.flwr_cli(cfg, ["run", str(app), launch.CONNECTION, "--stream", "-c", f'marker="{marker}"'], timeout=240)
+    seen = tmp_path / "foreign-server.json"
+    return json.loads(seen.read_text()) if seen.exists() else []
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monkeypatch):
     """3 registered SuperNodes + 1 with an unknown key (refused); 2 rounds of a masked (ppfr_fd) federation; one
-    node is killed after round 1 and round 2 still aggregates the 2 that remain (min_train_nodes=2)."""
+    node is killed after round 1 and round 2 still aggregates the 2 that remain (min_train_nodes=2). An outsider with
+    ca.crt reaches no Control API call through the public address; a foreign app started by the operator runs on no
+    node (they are pinned to the fedface app)."""
     monkeypatch.setenv("FEDFACE_KEY", KEY_HEX)
     cfg = launch.loopback_nodes(_cfg(tmp_path, nodes=3))
     launch.make_certs(cfg)
@@ -315,6 +413,7 @@ def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monke
         assert not procs.alive("supernode-rogue")
         launch.wait_accepted(procs, [launch.start_supernode(cfg, procs, n, KEY_HEX) for n in cfg.nodes])
         pids = list(procs.started.values())
+        outsider = _outsider_requests(cfg)  # holding only ca.crt, from a participant's side of the network
         runner = threading.Thread(target=lambda: result.update(launch.flwr_run(
             cfg, run_dir, launch.run_overrides(cfg), timeout=400)), daemon=True)
         t0 = time.monotonic()
@@ -323,8 +422,12 @@ def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monke
         procs.stop("supernode-node-2")  # a node drops mid-run
         runner.join(timeout=max(1.0, 420 - (time.monotonic() - t0)))
         assert not runner.is_alive(), "flwr run did not finish"
+        foreign = _run_foreign_app(cfg, tmp_path)  # the operator starts another app: the pinned nodes refuse it
     finally:
         procs.stop_all()
+    assert outsider == {path: 403 for path in outsider}, outsider  # the Control API never answers an outsider
+    assert not (tmp_path / "foreign-ran").exists()  # the foreign ClientApp ran on no node
+    assert foreign and all("could not be verified" in reason for reason in foreign), foreign
     assert result["status"] == "done" and result["preflight"]["nodes"] == 3
     r1, r2 = result["rounds"]
     print(f"round 2: sampled {r2['sampled']}, received {r2['received']}, failed {r2['failed']}")
@@ -336,7 +439,7 @@ def test_tls_superlink_with_authenticated_supernodes_on_loopback(tmp_path, monke
     for f in [*run_dir.rglob("*.json"), *(cfg.workdir / "logs").glob("*.log")]:
         if "supernode" not in f.name:
             assert KEY_HEX not in f.read_text(errors="replace"), f
-    assert procs.started == {} and len(pids) == 4  # the SuperLink and 3 SuperNodes, each with its children
+    assert procs.started == {} and len(pids) == 5  # SuperLink, gateway, 3 SuperNodes, each with its children
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)

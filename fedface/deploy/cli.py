@@ -69,8 +69,9 @@ def _command(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     elif args.command == "superlink":
         _start(cfg, lambda procs: launch.start_superlink(cfg, procs))
-        print(f"SuperLink listening on {cfg.bind}:{cfg.port} (TLS, node authentication); log "
-              f"{Processes(cfg.workdir).log(launch.LINK)}")
+        print(f"SuperLink on {launch.LOCAL}:{cfg.link_port} (TLS, node authentication; every API, for this "
+              f"machine only); fleet gateway on {cfg.bind}:{cfg.port} (the Fleet API only); logs "
+              f"{Processes(cfg.workdir).log(launch.LINK)}, {Processes(cfg.workdir).log(launch.GATEWAY)}")
     elif args.command == "register":
         launch.register_node(cfg, args.key or launch.pub_path(cfg, cfg.node(args.node).name))
         print("registered")

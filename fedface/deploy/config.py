@@ -28,6 +28,8 @@ class NodeSpec:
     class_offset: int | None = None  # head=shared: the node's first row in the global label space (agreed out of band)
     host: str = "127.0.0.1"         # the machine that runs it; `scripts/deploy up` starts only loopback nodes
     port: int = 9094                # its local ClientApp API port (Flower binds it on 127.0.0.1)
+    app_sha256: str = ""            # the only app (FAB) it runs; empty: the hash of its own copy of fedface
+                                    # (fedface/deploy/pinned_node.py)
     policy: str = ""                # its privacy-policy YAML (on its machine; fedface/federation/policy.py); empty:
                                     # <workdir>/policies/<name>.yaml, written once from `overrides` (loopback try-out)
 
@@ -35,12 +37,13 @@ class NodeSpec:
 @dataclass(frozen=True)
 class DeployConfig:
     workdir: Path                   # certificates, keys, Flower homes, logs, pids, results (one folder)
-    address: str                    # host:port that SuperNodes and `flwr` dial
-    bind: str                       # interface the SuperLink listens on (0.0.0.0 on a real server)
-    cert_hosts: tuple[str, ...]     # names/IPs the server certificate is valid for
+    address: str                    # host:port that SuperNodes dial: the fleet gateway (fedface/deploy/gateway.py)
+    bind: str                       # interface the gateway listens on (0.0.0.0 on a real server)
+    cert_hosts: tuple[str, ...]     # names/IPs the server certificate is valid for (127.0.0.1 is always added)
     overrides: tuple[str, ...]      # Hydra overrides of the run (the server's config; never a path or a key)
     nodes: tuple[NodeSpec, ...]
     export_shards: bool = False     # try-out: write the simulation's shards of the run's dataset as node folders
+    control_port: int = 0           # the SuperLink's own port, on 127.0.0.1 only (the operator's `flwr` CLI); 0 = port+1
 
     @property
     def host(self) -> str:
@@ -50,6 +53,11 @@ class DeployConfig:
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
 
+    @property
+    def link_port(self) -> int:
+        """Where the SuperLink itself listens (127.0.0.1): every API, for the operator only."""
+        return self.control_port or self.port + 1
+
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
             if n.name == name:
@@ -58,7 +66,7 @@ class DeployConfig:
 
 
 TOP_KEYS = {"workdir", "superlink", "overrides", "nodes", "export_shards"}
-LINK_KEYS = {"address", "bind", "cert_hosts"}
+LINK_KEYS = {"address", "bind", "cert_hosts", "control_port"}
 
 
 def load_deploy_config(path: str | Path) -> DeployConfig:
@@ -98,9 +106,13 @@ def parse_deploy_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> DeployCo
         raise ConfigError("nodes.*.data is required (each node's own face folder) unless export_shards is true")
     overrides = _overrides(raw.get("overrides", ""), shards)
     workdir = Path(str(raw.get("workdir", "deploy-work")))
+    control = link.get("control_port", 0)
+    if not isinstance(control, int) or not 0 <= control < 65536 or control == int(port):
+        raise ConfigError(f"superlink.control_port={control!r} must be a free port other than the address's "
+                          f"({port}); 0 = port + 1")
+    hosts = tuple(dict.fromkeys([*map(str, link.get("cert_hosts") or [host]), "127.0.0.1"]))
     return DeployConfig(workdir if workdir.is_absolute() else (base / workdir).resolve(), address,
-                        str(link.get("bind", host)), tuple(map(str, link.get("cert_hosts") or [host])), overrides,
-                        nodes, shards)
+                        str(link.get("bind", host)), hosts, overrides, nodes, shards, control)
 
 
 def _overrides(value: str | list, shards: bool) -> tuple[str, ...]:

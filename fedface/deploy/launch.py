@@ -23,6 +23,7 @@ from fedface.data.sources import REPO_ROOT
 from fedface.deploy.certs import (CA_CERT, SERVER_CERT, SERVER_KEY, CertificateError, check_server_cert, load_cert,
                                   make_ca, make_node_key, make_server_cert)
 from fedface.deploy.config import DeployConfig, NodeSpec
+from fedface.deploy.pinned_node import app_hash
 from fedface.deploy.procs import DeployError, Processes, check_link, check_port_free
 from fedface.deploy.shards import export_shards
 from fedface.federation.node_data import DATA_KEY, EVAL_KEY, OFFSET_KEY
@@ -31,7 +32,9 @@ from fedface.io import atomic_write_text
 from fedface.protect.keys import ENV_VAR as KEY_ENV
 
 CONNECTION = "fedface"          # the SuperLink connection name in the deployment's Flower home
-LINK = "superlink"              # process names in pids.json: "superlink", "supernode-<node>"
+LINK = "superlink"              # process names in pids.json: "superlink", "gateway", "supernode-<node>"
+GATEWAY = "gateway"
+LOCAL = "127.0.0.1"             # the SuperLink's own address: reachable from the server machine only
 ACCEPTED = "SuperNode ID:"      # what flower-supernode logs once the SuperLink accepted (activated) it
 
 
@@ -88,7 +91,7 @@ def write_cli_connection(cfg: DeployConfig) -> dict[str, str]:
     ca = (certs_dir(cfg) / CA_CERT).resolve()
     atomic_write_text(Path(env["FLWR_HOME"]) / "config.toml",
                       f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-                      f'address = "{cfg.address}"\nroot-certificates = "{ca}"\n')
+                      f'address = "{LOCAL}:{cfg.link_port}"\nroot-certificates = "{ca}"\n')
     return env
 
 
@@ -102,17 +105,24 @@ def flwr_cli(cfg: DeployConfig, args: list[str], timeout: float) -> subprocess.C
 
 
 def start_superlink(cfg: DeployConfig, procs: Processes, timeout: float = 60.0) -> None:
-    """Check certificates and port, start the SuperLink (TLS + SuperNode authentication), wait until it listens,
+    """Check certificates and ports, start the SuperLink (TLS + SuperNode authentication) on 127.0.0.1 and the fleet
+    gateway on the public address (``fedface.deploy.gateway``: only the Fleet API passes), wait until both listen,
     then register every node public key found in ``<workdir>/keys``."""
     folder = certs_dir(cfg)
     check_server_cert(folder, cfg.host)
+    check_server_cert(folder, LOCAL)
     check_port_free(cfg.bind, cfg.port)
+    check_port_free(LOCAL, cfg.link_port)
     argv = [_tool("flower-superlink"), "--ssl-ca-certfile", str(folder / CA_CERT),
             "--ssl-certfile", str(folder / SERVER_CERT), "--ssl-keyfile", str(folder / SERVER_KEY),
-            "--enable-supernode-auth", "--host", cfg.bind, "--port", str(cfg.port),
+            "--enable-supernode-auth", "--host", LOCAL, "--port", str(cfg.link_port),
             "--disable-runtime-dependency-installation"]
     procs.start(LINK, argv, flower_env(cfg, LINK))
-    procs.wait_listening(LINK, cfg.host if cfg.bind in ("0.0.0.0", "::") else cfg.bind, cfg.port, timeout)
+    procs.wait_listening(LINK, LOCAL, cfg.link_port, timeout)
+    procs.start(GATEWAY, [sys.executable, "-m", "fedface.deploy.gateway", cfg.bind, str(cfg.port), LOCAL,
+                          str(cfg.link_port), str(folder / SERVER_CERT), str(folder / SERVER_KEY),
+                          str(folder / CA_CERT)], flower_env(cfg, GATEWAY))
+    procs.wait_listening(GATEWAY, cfg.host if cfg.bind in ("0.0.0.0", "::") else cfg.bind, cfg.port, timeout)
     for node in cfg.nodes:
         if pub_path(cfg, node.name).is_file():
             register_node(cfg, pub_path(cfg, node.name))
@@ -176,7 +186,9 @@ def check_node(cfg: DeployConfig, node: NodeSpec) -> None:
 def start_supernode(cfg: DeployConfig, procs: Processes, node: NodeSpec, key: str | None = None) -> str:
     """Start one authenticated SuperNode (after ``check_node``); returns its process name for ``wait_accepted``."""
     check_node(cfg, node)
-    argv = [_tool("flower-supernode"), "--superlink", cfg.address, "--root-certificates",
+    pin = node.app_sha256 or app_hash(REPO_ROOT)  # the node runs only this app (fedface.deploy.pinned_node)
+    argv = [sys.executable, "-m", "fedface.deploy.pinned_node", pin, "--", "--superlink", cfg.address,
+            "--root-certificates",
             str(certs_dir(cfg) / CA_CERT), "--auth-supernode-private-key", str(key_path(cfg, node.name)),
             "--host", "127.0.0.1", "--port", str(node.port), "--node-config",
             node_config(node, ensure_policy(cfg, node))]
@@ -218,8 +230,9 @@ def run_overrides(cfg: DeployConfig, extra: list[str] = ()) -> list[str]:
 
 
 def flwr_run(cfg: DeployConfig, run_dir: Path, overrides: list[str], timeout: float) -> dict[str, Any]:
-    """``flwr run . fedface --stream`` against the TLS SuperLink; returns the run's results.json."""
-    check_link(cfg.host, cfg.port, certs_dir(cfg) / CA_CERT)
+    """``flwr run . fedface --stream`` against the TLS SuperLink (its own 127.0.0.1 port: the Control API is not
+    reachable through the gateway); returns the run's results.json."""
+    check_link(LOCAL, cfg.link_port, certs_dir(cfg) / CA_CERT)
     compose_config(overrides)  # a bad override fails here, not inside the ServerApp
     run_dir = run_dir.resolve()
     run_config = f'overrides="{shlex.join(overrides)}" run-dir="{run_dir}"'
