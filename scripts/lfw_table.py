@@ -35,6 +35,7 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "obfuscator": ("protect=obfuscator", (0,)),
     "obfuscator-m0.2": ("protect=obfuscator model.head.m=0.2", (0,)),
     "ppfr_fd-mixup-k2": (f"{PPFR} mixup=fixed mixup.k=2", (0,)),
+    "ppfr_fd-mixup-k2-m0.2": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2", (0,)),
     "ppfr_fd-mixup-k4": (f"{PPFR} mixup=fixed mixup.k=4", (0,)),
     "ppfr_fd-mixup-k2-maxw0.65": (f"{PPFR} mixup=fixed mixup.k=2 mixup.max_weight=0.65", (0,)),
     "ppfr_fd-adamixup-2-5": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5", (0, 1, 2)),

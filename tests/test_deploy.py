@@ -64,6 +64,18 @@ def test_a_pinned_node_hashes_the_app_as_flwr_builds_it(tmp_path):
 
 # ---- certificates and keys -------------------------------------------------------------------------------------
 
+def test_remote_nodes_make_their_own_key_pair(tmp_path):
+    raw = {"workdir": str(tmp_path / "work"), "superlink": {"address": "10.0.0.5:9300"}, "overrides": " ".join(SMALL),
+           "export_shards": True, "nodes": [{"name": "far", "host": "10.0.1.10"}, {"name": "near"}]}
+    cfg = parse_deploy_config(raw)
+    written = {p.name for p in launch.make_certs(cfg)}
+    assert "near.pub" in written and not launch.key_path(cfg, "far").exists()  # no private key made for a remote node
+    public = launch.keygen(cfg, cfg.node("far"))  # run on the node
+    assert public.name == "far.pub" and launch.key_path(cfg, "far").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(DeployError, match="already has a key"):
+        launch.keygen(cfg, cfg.node("far"))
+
+
 def test_certs_are_valid_and_node_keys_are_flower_compatible(tmp_path):
     cfg = _cfg(tmp_path)
     written = launch.make_certs(cfg)

@@ -28,9 +28,9 @@ DEFAULT_CONFIG = "configs/deploy/loopback.yaml"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/deploy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["certs", "superlink", "register", "supernode", "run", "up", "stop"])
+    p.add_argument("command", choices=["certs", "keygen", "superlink", "register", "supernode", "run", "up", "stop"])
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"deploy file (default {DEFAULT_CONFIG})")
-    p.add_argument("--node", help="node name (supernode, register)")
+    p.add_argument("--node", help="node name (keygen, supernode, register)")
     p.add_argument("--key", type=Path, help="register: a public key file instead of --node")
     p.add_argument("--renew", action="store_true", help="certs: re-issue the SuperLink certificate")
     p.add_argument("--run-dir", type=Path, help="run, up: results folder (default <workdir>/run)")
@@ -67,6 +67,12 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "certs":
         for path in launch.make_certs(cfg, args.renew):
             print(f"wrote {path}")
+    elif args.command == "keygen":
+        node = cfg.node(args.node or "")
+        public = launch.keygen(cfg, node)
+        print(f"wrote {launch.key_path(cfg, node.name)} (stays on this machine, mode 600) and {public}: send only "
+              f"{public.name} to the operator, who saves it as <workdir>/keys/{public.name} and runs "
+              f"`scripts/deploy register --node {node.name}`")
     elif args.command == "superlink":
         _start(cfg, lambda procs: launch.start_superlink(cfg, procs))
         print(f"SuperLink on {launch.LOCAL}:{cfg.link_port} (TLS, node authentication; every API, for this "
@@ -94,8 +100,8 @@ def _command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    if args.command == "supernode" and not args.node:
-        print("scripts/deploy supernode: error: --node NAME is required", file=sys.stderr)
+    if args.command in ("supernode", "keygen") and not args.node:
+        print(f"scripts/deploy {args.command}: error: --node NAME is required", file=sys.stderr)
         return 2
     if args.command == "register" and not (args.node or args.key):
         print("scripts/deploy register: error: --node NAME or --key FILE is required", file=sys.stderr)

@@ -51,8 +51,9 @@ def pub_path(cfg: DeployConfig, node: str) -> Path:
 
 
 def make_certs(cfg: DeployConfig, renew: bool = False) -> list[Path]:
-    """CA (kept if present), the SuperLink certificate for ``cert_hosts`` (re-issued with ``renew``), one auth key
-    pair per node (kept if present). Returns the files written."""
+    """CA (kept if present), the SuperLink certificate for ``cert_hosts`` (re-issued with ``renew``), and an auth key
+    pair for each loopback node (kept if present; a remote node makes its own with ``keygen``, so no private key
+    travels). Returns the files written."""
     folder = certs_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -63,10 +64,24 @@ def make_certs(cfg: DeployConfig, renew: bool = False) -> list[Path]:
         make_server_cert(folder, list(cfg.cert_hosts))
         written += [folder / SERVER_CERT, folder / SERVER_KEY]
     for node in cfg.nodes:
-        if not key_path(cfg, node.name).is_file():
-            key_path(cfg, node.name).parent.mkdir(parents=True, exist_ok=True)
-            written.append(make_node_key(key_path(cfg, node.name)))
+        if is_loopback(node) and not key_path(cfg, node.name).is_file():  # a remote node makes its own (keygen)
+            written.append(keygen(cfg, node))
     return written
+
+
+def is_loopback(node: NodeSpec) -> bool:
+    return node.host in ("127.0.0.1", "localhost", "::1")
+
+
+def keygen(cfg: DeployConfig, node: NodeSpec) -> Path:
+    """The node's authentication key pair, made on the node: the private key stays there (mode 600), only
+    ``<node>.pub`` (returned) goes to the operator for ``register``."""
+    path = key_path(cfg, node.name)
+    if path.is_file():
+        raise DeployError(f"node {node.name} already has a key {path}: delete it first to replace it (and register "
+                          "the new .pub)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return make_node_key(path)
 
 
 def _tool(name: str) -> str:
@@ -264,8 +279,7 @@ def up(cfg: DeployConfig, run_dir: Path, timeout: float = 1800.0) -> dict[str, A
     procs = Processes(cfg.workdir)
     try:
         start_superlink(cfg, procs)
-        wait_accepted(procs, [start_supernode(cfg, procs, n, key) for n in cfg.nodes
-                              if n.host in ("127.0.0.1", "localhost", "::1")])
+        wait_accepted(procs, [start_supernode(cfg, procs, n, key) for n in cfg.nodes if is_loopback(n)])
         return flwr_run(cfg, run_dir, run_overrides(cfg), timeout)
     finally:
         procs.stop_all()
