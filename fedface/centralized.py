@@ -42,9 +42,9 @@ def run_train(cfg: DictConfig) -> dict:
     check_dp(cfg)  # protect=dp_sgd with mixup or BatchNorm: refused before anything is written
     gen = start(cfg)
     device = pick_device(cfg.device)
-    run = RunDir(cfg.run.dir, cfg)
     data = load_configured(cfg.data)
-    table = make_partition(data, cfg.data, int(cfg.seed), root=cfg.data.get("root"))
+    table = make_partition(data, cfg.data, int(cfg.seed), root=cfg.data.get("root"))  # an impossible split: here
+    run = RunDir(cfg.run.dir, cfg)
     run.write_json("partition.json", table.to_json())
     train = data.subset(table.train_idx)
     protection = build_protection(cfg.protect, key=client_key(cfg.protect))

@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
-        # user errors: one clear line, no traceback wall
+    except (ConfigError, ValueError, OSError, FloatingPointError) as err:
+        # user errors (a bad key, file, folder or path -- OSError names it): one clear line, no traceback wall
         print(f"fedface {command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -41,12 +43,32 @@ def _one_line(err: Exception) -> str:
 
 
 def known_keys_only(cls, cfg: Mapping[str, Any], group: str) -> dict[str, Any]:
-    """``cfg`` as a plain dict after checking every key is a field of dataclass ``cls``; else one error naming
-    the unknown ``group.key``s."""
-    unknown = sorted(set(cfg) - {f.name for f in fields(cls)})
+    """``cfg`` as a plain dict after checking every key is a field of dataclass ``cls`` and every value has the
+    field's type (int, float, bool, str, optionally None; ints pass as floats); else one error naming the key."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(cfg) - names)
     if unknown:
-        raise ValueError(f"unknown {group} config key(s) {', '.join(f'{group}.{k}' for k in unknown)}")
+        raise ValueError(f"unknown {group} config key(s) {', '.join(f'{group}.{k}' for k in unknown)}; known: "
+                         f"{', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in cfg.items():
+        expected = _scalar_types(hints.get(key))
+        if expected is None or (value is None and type(None) in expected):
+            continue
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+        if not ok:
+            names_ = " or ".join(t.__name__ for t in expected if t is not type(None))
+            raise ValueError(f"{group}.{key}={value!r} must be {'an' if names_[0] in 'aeiou' else 'a'} {names_}")
     return dict(cfg)
+
+
+def _scalar_types(hint: Any) -> tuple[type, ...] | None:
+    """The scalar types a field annotation allows (None when it is not a plain scalar / optional scalar)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    scalars = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),)}
+    if not args or any(a not in scalars for a in args):
+        return None
+    return tuple(t for a in args for t in scalars[a])
 
 
 def check_choice(value: Any, known: tuple, key: str) -> None:

@@ -31,8 +31,26 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def check_run_config(cfg) -> None:
+    """What every command reads, checked before any data is loaded or folder created: types and ranges of ``seed``,
+    ``threads``, ``train.*``, ``mixup.*`` and the protection; one ValueError naming the key."""
+    from fedface.mixup import MixupConfig
+    from fedface.models import build_backbone
+    from fedface.protect import input_spec
+    from fedface.train import TrainConfig
+
+    for key, low in (("seed", None), ("threads", 0)):
+        value = cfg.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+            raise ValueError(f"{key}={value!r} must be an integer" + (f" >= {low}" if low is not None else ""))
+    train = TrainConfig.from_cfg(cfg["train"])
+    MixupConfig.from_cfg(cfg["mixup"]).validate(train.batch_size)
+    build_backbone(cfg["model"], input_spec(cfg["protect"]))  # unknown model.name / norm / protection keys: here
+
+
 def start(cfg: DictConfig) -> torch.Generator:
-    """Every command's first step: ``threads`` (when set), then every seed from ``seed``."""
+    """Every command's first step: the config's check, ``threads`` (when set), then every seed from ``seed``."""
+    check_run_config(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     return seed_everything(int(cfg.seed))

@@ -35,13 +35,22 @@ class CorruptImageError(ValueError):
     """An image file that Pillow cannot decode; the message names the file."""
 
 
+#: the smallest and largest images read as faces: below, there is no face to see; above, a decompression bomb (a
+#: small file that decodes to gigabytes) -- both refused by their header, before any pixel is decoded
+MIN_SIDE, MAX_PIXELS = 16, 4096 * 4096
+
+
 def read_face(path: Path, geometry: Geometry) -> np.ndarray:
     """Decode ``path`` to a (112, 112) uint8 grayscale array, or raise CorruptImageError naming the file."""
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if min(w, h) < MIN_SIDE or w * h > MAX_PIXELS:
+                raise CorruptImageError(f"face image {path} is {w}x{h}: faces are read from {MIN_SIDE} px a side up "
+                                        f"to {MAX_PIXELS} pixels")
             im.load()
             gray = im.convert("L")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise CorruptImageError(f"cannot read face image {path}: {err}") from None
     if geometry.crop is not None:
         gray = gray.crop(geometry.crop)

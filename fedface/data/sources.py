@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from fedface.data.dataset import FaceDataset
-from fedface.data.images import Geometry, list_identity_folders, read_face
+from fedface.data.images import FACE_SIZE, Geometry, list_identity_folders, read_face
 from fedface.data.synthetic import synthetic_faces
-from fedface.io import atomic_save_npy
+from fedface.io import atomic_save_npy, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,20 @@ def _cache_key(folder: Path, files: list[Path], geometry: Geometry) -> str:
 
 
 def _decode_cached(key: str, files: list[Path], geometry: Geometry) -> np.ndarray:
+    """The decoded faces of ``files``, from the disk cache when it holds exactly them (shape, dtype and the SHA-256
+    written next to it); a truncated, foreign or altered cache file is decoded afresh with a warning, never used."""
     cached = cache_dir() / f"faces-{key}.npy"
+    digest = cached.with_suffix(".sha256")
     if cached.exists():
-        arr = np.load(cached)
-        if arr.shape[0] == len(files):
+        try:
+            arr = np.load(cached, allow_pickle=False)
+            if arr.shape != (len(files), FACE_SIZE, FACE_SIZE) or arr.dtype != np.uint8:
+                raise ValueError(f"holds {arr.dtype}{list(arr.shape)}, expected uint8[{len(files)}, 112, 112]")
+            if not digest.exists() or digest.read_text().strip() != hashlib.sha256(arr.tobytes()).hexdigest():
+                raise ValueError("its checksum does not match")
             return arr
+        except (OSError, ValueError, EOFError) as err:
+            log.warning("face cache %s is unusable (%s): decoding the images again", cached, err)
     from tqdm import tqdm
 
     arr = np.stack(
@@ -143,6 +152,7 @@ def _decode_cached(key: str, files: list[Path], geometry: Geometry) -> np.ndarra
     )
     try:
         atomic_save_npy(cached, arr)
+        atomic_write_text(digest, hashlib.sha256(arr.tobytes()).hexdigest() + "\n")
     except OSError as err:  # a read-only home must not stop a run
         log.warning("could not write face cache %s: %s", cached, err)
     return arr

@@ -15,6 +15,7 @@ from fedface.federation.params import check_modes
 from fedface.federation.secagg import secagg_settings
 from fedface.mixup import build_mixer
 from fedface.protect import input_spec
+from fedface.runs import check_run_config
 from fedface.train.dp import check_config as check_dp
 
 
@@ -26,8 +27,20 @@ def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
     its own folder.
     """
     plain = to_container(cfg)
+    check_run_config(plain)
     fed = plain["federation"]
     check_modes(fed["head"], fed["bn"])
+    for key, low in (("num_clients", 1), ("rounds", 1), ("local_epochs", 1), ("min_train_nodes", 1),
+                     ("eval_every", 1), ("client_cache", 1), ("round_timeout", 1)):
+        value = fed[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or \
+                (key != "round_timeout" and value != int(value)):
+            raise ValueError(f"federation.{key}={value!r} must be {'a number' if key == 'round_timeout' else 'an integer'}"
+                             f" >= {low}")
+    if fed.get("local_steps") is not None and (not isinstance(fed["local_steps"], int) or fed["local_steps"] < 1):
+        raise ValueError(f"federation.local_steps={fed['local_steps']!r} must be null or an integer >= 1")
+    if not isinstance(fed["fraction_train"], (int, float)) or not 0 < fed["fraction_train"] <= 1:
+        raise ValueError(f"federation.fraction_train={fed['fraction_train']!r} must be a number in (0, 1]")
     n = int(fed["num_clients"])
     if int(n * float(fed["fraction_train"])) < 1:
         raise ValueError(f"federation.fraction_train={fed['fraction_train']} x federation.num_clients={n} samples "

@@ -58,7 +58,32 @@ def build_protection(cfg: Mapping[str, Any] | str, key: bytes | None = None) -> 
     name = cfg.get("name", "none")
     if name not in _REGISTRY:
         raise ValueError(f"unknown protection protect.name={name!r}; known: {', '.join(known_protections())}")
+    _check_keys(name, cfg)
     return _REGISTRY[name](cfg, key)
+
+
+def _check_keys(name: str, cfg: Mapping[str, Any]) -> None:
+    """The keys a protection's config may hold are those of its preset (configs/protect/<name>.yaml): anything else
+    -- a typo added with ``+protect.x=`` or an attempt to pass the federation key as config, where it would travel
+    to every node in the run config -- is one error naming it."""
+    secret = [k for k in cfg if "key" in str(k).lower()]
+    if secret:
+        raise ValueError(f"protect.{secret[0]}: the federation key is never config (the run config travels to every "
+                         "node and the server); each node reads its own key file (fedface.protect.keys)")
+    known = _preset_keys(name)
+    unknown = sorted(set(cfg) - known - {"name"}) if known else []
+    if unknown:
+        raise ValueError(f"unknown protect config key(s) {', '.join('protect.' + k for k in unknown)} for "
+                         f"protect={name}; known: {', '.join(sorted(known - {'name'}))}")
+
+
+def _preset_keys(name: str) -> set[str]:
+    from omegaconf import OmegaConf
+
+    from fedface.config import CONFIG_DIR
+
+    preset = CONFIG_DIR / "protect" / f"{name}.yaml"
+    return set(OmegaConf.load(preset)) if preset.is_file() else set()
 
 
 def input_spec(cfg: Mapping[str, Any] | str, height: int = 112, width: int = 112) -> InputSpec:

@@ -171,6 +171,9 @@ def _ppfr_needs_key(cfg: Mapping[str, Any]) -> bool:
 
 @register("ppfr_fd", needs_key=_ppfr_needs_key)
 def _ppfr_fd(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
+    keep = cfg.get("keep", ppfr.KEEP)
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 2 <= keep <= 64:
+        raise ValueError(f"protect.keep={keep!r} must be an integer in [2, 64] (BDCT channels kept, DC first)")
     drop_dc = cfg.get("drop_dc")
     return PpfrFd(
         key,

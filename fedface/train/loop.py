@@ -48,6 +48,20 @@ class TrainConfig:
     grad_clip: float = 5.0  # max global grad norm; 0 disables
     drop_last: bool = True
 
+    def __post_init__(self) -> None:
+        """Ranges, checked when the config is read (before any data is loaded): one error naming the key."""
+        bad = {"epochs": self.epochs < 1, "steps": self.steps is not None and self.steps < 1,
+               "batch_size": self.batch_size < 1, "lr": not self.lr > 0, "momentum": not 0 <= self.momentum < 1,
+               "weight_decay": self.weight_decay < 0, "warmup_steps": self.warmup_steps < 0,
+               "margin_warmup": not 0 <= self.margin_warmup <= 1, "shift": self.shift < 0,
+               "shift_grid": self.shift_grid is not None and self.shift_grid < 1, "grad_clip": self.grad_clip < 0}
+        for key, wrong in bad.items():
+            if wrong:
+                raise ValueError(f"train.{key}={getattr(self, key)!r} is out of range (train/default.yaml says what "
+                                 "each key means)")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"unknown train.schedule={self.schedule!r}; known: cosine, constant")
+
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "TrainConfig":
         return cls(**known_keys_only(cls, cfg, "train"))
