@@ -50,6 +50,7 @@ def test_gateway_lets_only_fleet_paths_through():
     assert allowed("/v1/fleet/pull-messages") and allowed("/v1/fleet/push-object?x=1")
     for path in ("/v1/control/start-run", "/v1/control/register-node", "/docs", "/openapi.json", "/health",
                  "/v1/fleet/../control/start-run", "/v1/fleet/%2E%2E%2Fcontrol/start-run", "/v1/fleet//x",
+                 "/v1/fleet/%2e%2e/control/start-run", "/v1/fleet/..",
                  "/v1/fleetx/pull", "/V1/FLEET/pull-messages"):
         assert not allowed(path), path
 

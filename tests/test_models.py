@@ -105,15 +105,15 @@ def test_mixup_arcface_matches_algorithm_1_by_hand():
 
 
 @pytest.mark.parametrize("norm", ["batch", "group"])
-def test_embedding_has_no_shared_direction_unless_asked(norm):
+def test_embedding_bias_is_arcface_torchs_unless_switched_off(norm):
     """model.embedding_bias=false: no learnt bias on the embedding, so a training batch of embeddings has mean zero
-    (BatchNorm) -- the shared direction the collapsed LFW runs grew to norm ~10 cannot exist. true: arcface_torch's
-    layout, whose bias a run can grow."""
+    (BatchNorm) -- the shared direction the collapsed LFW runs grew to norm ~10 cannot exist. Default: arcface_torch's
+    layout, scale fixed at 1 and a learnt bias."""
     spec = InputSpec(1, 112, 112)
-    net = build_backbone({"name": "tiny", "norm": norm}, spec).train()
-    assert not any(n.startswith("trunk.features") for n, _ in net.named_parameters())
+    centred = build_backbone({"name": "tiny", "norm": norm, "embedding_bias": False}, spec).train()
+    assert not any(n.startswith("trunk.features") for n, _ in centred.named_parameters())
     if norm == "batch":
-        assert net(torch.randn(16, 1, 112, 112)).mean(0).abs().max() < 1e-4
-    legacy = build_backbone({"name": "tiny", "norm": norm, "embedding_bias": True}, spec)
-    assert [n for n, p in legacy.named_parameters() if n.startswith("trunk.features") and p.requires_grad] == \
+        assert centred(torch.randn(16, 1, 112, 112)).mean(0).abs().max() < 1e-4
+    default = build_backbone({"name": "tiny", "norm": norm}, spec)
+    assert [n for n, p in default.named_parameters() if n.startswith("trunk.features") and p.requires_grad] == \
         ["trunk.features.bias"]

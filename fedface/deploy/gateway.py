@@ -31,10 +31,11 @@ CHUNK = 1 << 16
 
 
 def allowed(path: str) -> bool:
-    """Only Fleet API paths pass; no dot segments or encoded slashes that a server might normalise elsewhere."""
+    """Only Fleet API paths pass, spelled plainly: no dot segments, empty segments or percent-escapes (Fleet paths
+    need none), which a server behind might decode or normalise into another route."""
     route = path.split("?", 1)[0]
-    return route.startswith(ALLOWED_PREFIXES) and "/../" not in route and "%2f" not in route.lower() \
-        and "/./" not in route and "//" not in route
+    return route.startswith(ALLOWED_PREFIXES) and "%" not in route and "/../" not in route \
+        and "/./" not in route and "//" not in route and not route.endswith(("/..", "/."))
 
 
 class _Handler(BaseHTTPRequestHandler):

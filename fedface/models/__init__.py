@@ -42,7 +42,7 @@ def build_backbone(cfg: Mapping[str, Any], spec: InputSpec) -> Backbone:
     widths = [max(8, int(round(w * mult))) for w in widths]
     stem_channels = max(8, int(round(64 * mult)))
     trunk = Trunk(widths, blocks, strides, size, int(cfg.get("embedding_size", 128)), stem_channels,
-                  float(cfg.get("dropout", 0.0)), bool(cfg.get("embedding_bias", False)))
+                  float(cfg.get("dropout", 0.0)), bool(cfg.get("embedding_bias", True)))
     stem = CheckedStem(pick_stem(cfg.get("stem", "auto"), spec), spec, size, stem_channels)
     norm = cfg.get("norm", "batch")
     if norm not in NORMS:

@@ -37,15 +37,16 @@ class IBasicBlock(nn.Module):
 
 
 def embedding_norm(size: int, bias: bool) -> nn.BatchNorm1d:
-    """The embedding BatchNorm. arcface_torch fixes its scale at 1 and learns a bias; ``bias=False`` (our default,
-    ``model.embedding_bias``) drops the bias too, so in training every batch of embeddings has mean zero.
+    """The embedding BatchNorm. arcface_torch fixes its scale at 1 and learns a bias (the default,
+    ``model.embedding_bias=true``); ``false`` drops the bias too, so in training every batch of embeddings has mean 0.
 
-    Why: a learnt bias is a direction shared by every embedding. Measured on LFW-disjoint (README "LFW-disjoint"),
-    the collapsed FaceObfuscator and MixUp runs grew it to norm 9.8 and 10.9 -- as long as the unit-variance part
-    (sqrt(128) = 11.3) -- with every class centre pointing against it (cosine -0.996, -0.992): all cosines sit near
-    -1, where ArcFace's fallback cos θ - m·sin m charges a margin of 0.24 instead of sin m = 0.48 at 90 degrees. That
-    is the degenerate solution (or its mixed-label cousin below L_deg); the healthy PPFR-FD run's bias stayed at 2.0.
-    Embeddings with zero batch mean cannot all point one way.
+    Why the option: a learnt bias is a direction shared by every embedding. The collapsed LFW-disjoint FaceObfuscator
+    and MixUp runs grew it to norm 9.8 and 10.9 -- as long as the unit-variance part (sqrt(128) = 11.3) -- with every
+    class centre pointing against it (cosine -0.996, -0.992): all cosines near -1, where ArcFace's fallback
+    cos θ - m·sin m charges a margin of 0.24 instead of sin m = 0.48 at 90 degrees; the healthy PPFR-FD run's bias
+    stayed at 2.0. Measured without it (README "LFW-disjoint"), the obfuscator collapses all the same (centres' mean
+    cosine 0.87 by epoch 2: a skewed batch of zero-mean embeddings still points mostly one way) and PPFR-FD loses a
+    point, so the default stays arcface_torch's.
     """
     if not bias:
         return nn.BatchNorm1d(size, eps=1e-5, affine=False)
@@ -59,7 +60,7 @@ class Trunk(nn.Module):
     """Stages of IBasicBlocks on a stem's (64, R, R) output, then the arcface_torch embedding layer."""
 
     def __init__(self, widths, blocks, strides, input_size: int, embedding_size: int = 128,
-                 stem_channels: int = 64, dropout: float = 0.0, embedding_bias: bool = False):
+                 stem_channels: int = 64, dropout: float = 0.0, embedding_bias: bool = True):
         super().__init__()
         if not len(widths) == len(blocks) == len(strides):
             raise ValueError("model.widths, model.blocks and model.strides must have the same length")

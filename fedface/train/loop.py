@@ -198,13 +198,14 @@ def margin_scale(warmup: float, done: float) -> float:
     """The share of ArcFace's margin applied after ``done`` (0..1) of the run: ramps linearly to 1 over the first
     ``warmup`` of it (``train.margin_warmup``).
 
-    Why: with the margin on from the first step, a network that cannot yet tell its classes apart lowers the loss
-    fastest by turning every embedding away from every class centre, where insightface's fallback charges m·sin m
-    (0.24) instead of about sin m (0.48) at 90 degrees -- the degenerate solution ``fedface.train.collapse`` detects,
-    which the hard inputs (FaceObfuscator, MixUp blends) fell into in the first epochs. Without a margin (normalised
-    softmax, NormFace) that configuration costs ln C and nothing draws the embeddings there; once they sit near their
-    centres the margin is cheapest where it should be. arcface_torch's advice for models that do not converge is the
-    same in spirit: start from softmax, then add the margin.
+    Why the option: with the margin on from the first step, a network that cannot yet tell its classes apart lowers
+    the loss fastest by turning every embedding away from every class centre, where insightface's fallback charges
+    m·sin m (0.24) instead of about sin m (0.48) at 90 degrees -- the degenerate solution ``fedface.train.collapse``
+    detects, which the hard inputs (FaceObfuscator, MixUp blends) fall into in the first epochs. Without a margin
+    (normalised softmax, NormFace) that configuration costs ln C. arcface_torch's advice for models that do not
+    converge is the same in spirit: start from softmax, then add the margin. Measured on LFW-disjoint (README), a
+    warm-up over the first quarter only delays the obfuscator's collapse to the epochs after it, and MixUp k=2 ends
+    lower (69.3 vs 75.3 %), so the default is 0 (off).
     """
     return 1.0 if warmup <= 0 else min(1.0, done / warmup)
 
