@@ -44,7 +44,9 @@ def check_run_config(cfg) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
             raise ValueError(f"{key}={value!r} must be an integer" + (f" >= {low}" if low is not None else ""))
     train = TrainConfig.from_cfg(cfg["train"])
-    MixupConfig.from_cfg(cfg["mixup"]).validate(train.batch_size)
+    mixup = MixupConfig.from_cfg(cfg["mixup"])
+    if mixup.name != "none":
+        mixup.validate(train.batch_size)
     build_backbone(cfg["model"], input_spec(cfg["protect"]))  # unknown model.name / norm / protection keys: here
 
 

@@ -51,7 +51,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Ranges, checked when the config is read (before any data is loaded): one error naming the key."""
         bad = {"epochs": self.epochs < 1, "steps": self.steps is not None and self.steps < 1,
-               "batch_size": self.batch_size < 1, "lr": not self.lr > 0, "momentum": not 0 <= self.momentum < 1,
+               "batch_size": self.batch_size < 1, "lr": not self.lr >= 0, "momentum": not 0 <= self.momentum < 1,
                "weight_decay": self.weight_decay < 0, "warmup_steps": self.warmup_steps < 0,
                "margin_warmup": not 0 <= self.margin_warmup <= 1, "shift": self.shift < 0,
                "shift_grid": self.shift_grid is not None and self.shift_grid < 1, "grad_clip": self.grad_clip < 0}
