@@ -198,3 +198,38 @@ def test_the_colluding_clients_key_gives_the_clients_shuffle1(monkeypatch):
     clients = shuffle1_permutation(load_key(None), 35)
     assert torch.equal(shuffle1_permutation(colluders_key(ThreatModel(knows_key=True)), 35), clients)
     assert colluders_key(ThreatModel()) is None
+
+
+def test_ground_truth_reaches_only_the_threats_that_grant_it(tmp_path, monkeypatch):
+    """The scorer reads the clients' recorded steps; the attack itself gets them only under knows_labels/knows_seed
+    (labelled upper bounds), never as the plain server or the colluding-key variant."""
+    import fedface.attacks.scoring as scoring
+
+    seen = {}
+    real = scoring.attack_update
+
+    def spy(obs, run_cfg, icfg, threat, structure=None):
+        seen[threat.label] = structure is not None
+        return real(obs, run_cfg, icfg, threat, structure)
+
+    monkeypatch.setattr(scoring, "attack_update", spy)
+    res = _run(tmp_path, [*ATTACK, "federation.rounds=1",
+                          "attack.threats=[{}, {knows_key: true}, {knows_labels: true}]"], monkeypatch)
+    assert res["status"] == "done"
+    assert seen == {"server": False, "knows_key": False, "knows_labels": True}
+
+
+def test_clients_train_from_the_weights_the_server_sends(tmp_path, monkeypatch):
+    """With train.lr=0 a client's returned weights are exactly the ones it was sent: a client that trained from its
+    own initialisation (ignoring the server's model) would return others."""
+    from strategies.server_loop import initial_model
+
+    res = _run(tmp_path, ["train.lr=0", "federation.rounds=1", "federation.head=shared"], monkeypatch)
+    cfg = prepare_federation(compose_config([*SMALL, f"run.dir={tmp_path}", "train.lr=0", "federation.rounds=1",
+                                             "federation.head=shared"]))
+    sent, _ = initial_model(cfg)
+    final = load_checkpoint(tmp_path / "checkpoint")[1]
+    weights = [k for k in sent if k.endswith(".weight") and sent[k].ndim >= 2]
+    assert res["status"] == "done" and weights
+    for k in weights:  # FedAvg of three equal float32 copies, in float64: equal to rounding
+        np.testing.assert_allclose(final[k], sent[k], rtol=1e-6, atol=1e-7, err_msg=k)

@@ -38,10 +38,11 @@ def ground_truth_dir(run_dir: Path) -> Path:
 def attack_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: AttackConfig, threat: ThreatModel,
                      run_dir: Path) -> dict[str, Any]:
     """Attack ``obs`` under ``threat``; save the reconstruction (+ image, grid) and return the scored summary."""
-    records = _records(obs, run_dir)
+    records = _records(obs, run_dir)  # the experimenter's ground truth, for scoring
     icfg = InversionConfig.from_cfg(acfg.gradient)
+    granted = records if threat.knows_seed or threat.knows_labels else None  # the attack sees it only when granted
     try:
-        rec, facts = attack_update(obs, run_cfg, icfg, threat, records)
+        rec, facts = attack_update(obs, run_cfg, icfg, threat, granted)
     except Skip as why:
         return {"node": obs.node, "round": obs.server_round, "attack": "gradient", "threat": threat.label,
                 "skipped": str(why)}
