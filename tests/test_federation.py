@@ -198,6 +198,41 @@ def test_simulate_on_ray_end_to_end(tmp_path):
     assert all(r["received"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in res["rounds"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kill_9_mid_run_then_resume_finishes_the_run(tmp_path):
+    """`fedface simulate` killed with SIGKILL after round 2 (Ray and all), its newest checkpoint then truncated as a
+    crash mid-write would leave it; `federation.resume=true` picks the run up after round 1 and finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "sim"
+    args = [sys.executable, "-m", "fedface.cli", "simulate", *SMALL, "federation.rounds=4", f"run.dir={run_dir}"]
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            f = run_dir / "results.json"
+            if f.exists() and len(json.loads(f.read_text()).get("rounds", [])) >= 2:
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = len(json.loads((run_dir / "results.json").read_text())["rounds"])
+    assert 2 <= done < 4, "the run was not cut mid-way"
+    latest = sorted((run_dir / "checkpoint").glob("round-*"))[-1] / "global.safetensors"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    resumed = subprocess.run([*args, "federation.resume=true"], capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["status"] == "done" and res["resumed_after_round"] == done - 1
+    assert [r["round"] for r in res["rounds"]] == [1, 2, 3, 4]
+
+
 def test_preflight_stops_a_node_without_its_key_before_round_one(tmp_path, monkeypatch):
     monkeypatch.delenv("FEDFACE_KEY", raising=False)
     monkeypatch.delenv("FEDFACE_ALLOW_DEMO_KEY", raising=False)
