@@ -164,6 +164,38 @@ def _deploy(args: list[str]) -> int:
     return deploy_main(args)
 
 
+def command_help(command: str) -> str:
+    """``fedface <command> --help``: what it does, its config groups with their choices, every key with its
+    default (the composed default config)."""
+    from omegaconf import OmegaConf
+
+    from fedface.config import CONFIG_DIR, flat_config
+
+    line = next((ln.strip() for ln in USAGE.splitlines() if ln.strip().startswith(command + " ")), command)
+    groups = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
+    out = [f"usage: fedface {command} [group=choice ...] [key=value ...] [--cfg job]", "", line, "",
+           "config groups (group=choice):"]
+    out += [f"  {g:<11}{', '.join(sorted(p.stem for p in (CONFIG_DIR / g).glob('*.yaml')))}" for g in groups
+            if g != "deploy"]
+    defaults = OmegaConf.to_container(compose_config([]), resolve=True)
+    out += ["", "keys and their defaults (key=value):"]
+    out += [f"  {k}={v}" for k, v in flat_config(defaults).items()]
+    return "\n".join(out)
+
+
+def _print_config(command: str, rest: list[str]) -> int:
+    """Hydra's ``--cfg job``: the composed config as YAML, nothing run."""
+    from omegaconf import OmegaConf
+
+    i = rest.index("--cfg")
+    what = rest[i + 1] if i + 1 < len(rest) else ""
+    if what != "job":
+        print(f"fedface {command}: error: --cfg takes `job` (the composed config), got {what!r}", file=sys.stderr)
+        return 2
+    print(OmegaConf.to_yaml(compose_config(rest[:i] + rest[i + 2:])), end="")
+    return 0
+
+
 COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "compare": _compare,
             "invert": _invert, "imprint": _imprint, "partition": _partition, "energy": _energy, "fetch": _fetch,
             "deploy": _deploy}
@@ -181,6 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"fedface: unknown command {command!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    hydra_command = command not in ("fetch", "deploy")
+    if hydra_command and any(a in ("-h", "--help") for a in rest):
+        print(command_help(command))
+        return 0
+    if hydra_command and ("-m" in rest or "--multirun" in rest):
+        print(f"fedface {command}: error: Hydra's multirun (-m) is not supported; sweep with `fedface compare` or a "
+              "shell loop over overrides", file=sys.stderr)
+        return 2
+    if hydra_command and "--cfg" in rest:
+        return _print_config(command, rest)
+    from fedface import runs
+
+    runs.COMMAND[:] = ["fedface", command, *rest]  # results.json's provenance names the command that made it
     try:
         return COMMANDS[command](rest)
     except (ConfigError, ValueError, OSError, FloatingPointError) as err:

@@ -75,10 +75,8 @@ ATTACKS = ("gradient", "learned", "model_inversion")
 ATTACKS_LATER: dict[str, str] = {}
 #: bump when a cell's work changes in a way its config does not show (invalidates cached cells)
 #: 2: model inversion (``fedface invert`` on the cell's final weights) joined the cell; SRRA reasons recorded
-CELL_VERSION = 4  # 3: PPFR-FD per-image normalisation, block-aligned shifts, collapse verdict; 4: no embedding bias
-#: two-sided 95% Student-t quantiles by degrees of freedom (n - 1); 1.96 beyond the table
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       15: 2.131, 20: 2.086, 30: 2.042}
+CELL_VERSION = 4  # 3: PPFR-FD per-image normalisation, block-aligned shifts, collapse verdict; 4: node policies,
+# reply screening, the embedding-bias and margin-warm-up keys
 
 
 def threat_note(protection: str) -> str | None:
@@ -458,8 +456,9 @@ def mean_ci(xs: list[float | None]) -> dict[str, Any] | None:
     if n < 2:
         return {"mean": m, "ci95": None, "n": n}
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    t = T95.get(n - 1) or next((T95[k] for k in sorted(T95) if k >= n - 1), 1.96)
-    return {"mean": m, "ci95": t * sd / math.sqrt(n), "n": n}
+    from scipy.stats import t as student_t
+
+    return {"mean": m, "ci95": float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n), "n": n}
 
 
 SUMMARY_METRICS = {"accuracy": ("utility", "accuracy"), "tar_at_far_1e-3": ("utility", "tar_at_far_1e-3"),

@@ -11,7 +11,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(os.environ.get("FEDFACE_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))
+def _config_dir() -> Path:
+    """``FEDFACE_CONFIGS``, else the repository's ``configs/`` (a checkout, an editable install), else the copy the
+    wheel carries inside the package (``fedface/_configs``, pyproject's force-include)."""
+    if os.environ.get("FEDFACE_CONFIGS"):
+        return Path(os.environ["FEDFACE_CONFIGS"])
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "configs"
+    return repo if (repo / "config.yaml").is_file() else here / "_configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 class ConfigError(ValueError):

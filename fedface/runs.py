@@ -69,7 +69,39 @@ def machine_info() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    return {**info, "provenance": provenance()}
+
+
+#: the fedface command line being run (``fedface.cli.main`` sets it; else the process's own argv)
+COMMAND: list[str] = []
+
+
+def provenance() -> dict[str, Any]:
+    """Where a result came from: the git commit of the code (and whether the tree had uncommitted changes), the
+    versions of the packages that decide the numbers, and the command line."""
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": None if commit is None else bool(git("status", "--porcelain", "-uno")),
+            "packages": {p: installed(p) for p in ("fedface", "torch", "flwr", "numpy", "opacus", "hydra-core")},
+            "command": list(COMMAND) or ([Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [])}
 
 
 #: what makes a folder hold a run: finished or partial results, a trained model, a federation's checkpoints

@@ -24,7 +24,7 @@ from fedface.federation.params import federated_state, floats_only, nbytes
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
-from fedface.runs import resume_mismatch
+from fedface.runs import machine_info, resume_mismatch
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
@@ -95,6 +95,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     else:
         strategy = FedFaceAvg(cfg, policy, optimizer, mcfg.baseline_momentum, **kwargs)
     results: dict[str, Any] = {"command": "simulate", "status": "running", "rounds": [], "config": cfg,
+                               "machine": machine_info(),  # the server's; provenance: commit, packages, command
                                # attack=imprint: the server sent modified weights (rounds name the trapped node)
                                "malicious_weights": bool(getattr(strategy, "malicious_weights", False))}
     if dp is not None:  # the server adds the noise after seeing every update: say so wherever results are read

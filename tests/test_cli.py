@@ -16,6 +16,9 @@ def test_train_writes_config_results_and_tensorboard(tmp_path, capsys):
     res = json.loads((run_dir / "results.json").read_text())
     assert res["status"] == "done" and 0.0 <= res["verification"]["accuracy"] <= 1.0
     assert res["data"]["identities"]["train"] == 8 and res["data"]["pairs"]["pairs"] == 60
+    prov = res["machine"]["provenance"]  # which code, which packages, which command made this number
+    assert len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool) and prov["packages"]["torch"]
+    assert "train" in prov["command"] and f"run.dir={run_dir}" in prov["command"]
     assert "seed: 0" in (run_dir / "config.yaml").read_text()
     assert any((run_dir / "tensorboard").iterdir())
     assert (run_dir / "model.safetensors").exists() and (run_dir / "partition.json").exists()
@@ -58,3 +61,14 @@ def test_unknown_ppfr_norm_is_one_line_naming_the_key_and_choices(tmp_path, caps
     assert main(["train", *FAST, "protect=ppfr_fd", "protect.norm=pixel", f"run.dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "protect.norm='pixel'; known: image, channel" in err and "Traceback" not in err and err.count("\n") <= 2
+
+
+def test_command_help_cfg_job_and_multirun(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "protect    " in out and "ppfr_fd" in out and "train.epochs=40" in out and "Traceback" not in out
+    assert main(["simulate", "protect=ppfr_fd", "federation.rounds=3", "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    assert "rounds: 3" in out and "name: ppfr_fd" in out
+    assert main(["train", "-m", "seed=1,2"]) == 2
+    assert "multirun" in capsys.readouterr().err
