@@ -2,8 +2,9 @@
 
 Secrets stay on the node: the Shuffle1 key comes from the node's key file, node config or environment
 (``fedface.protect.keys``), never from a message. The protection comes from the node's privacy policy
-(``fedface.federation.policy``): the server's run config only requests it, and a weaker request is refused. Data: in simulation, shard ``partition-id`` of the configured dataset under
-node config ``data-root`` or ``FEDFACE_DATA``; deployed, the node's own folders (node config ``data-path``,
+(``fedface.federation.policy``): the server's run config only requests it, and a weaker request is refused.
+Data: in simulation, shard ``partition-id`` of the configured dataset under node config ``data-root`` or
+``FEDFACE_DATA``; deployed, the node's own folders (node config ``data-path``,
 ``eval-path``, ``class-offset``; ``fedface.federation.node_data``).
 What a node keeps between rounds (a local head, local BatchNorm, the DP-SGD accountant's history) lives in
 ``context.state``, never in a reply.

@@ -115,8 +115,9 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                              "fedface wrote it): start a new run.dir")
         changed = resume_mismatch(state["config"], cfg)
         if changed:
-            raise ValueError(f"federation.resume=true but the run in {run_dir} had another config: {', '.join(changed)} "
-                             "differ (only run.*, federation.rounds and federation.round_timeout may change)")
+            raise ValueError(f"federation.resume=true but the run in {run_dir} had another config: "
+                             f"{', '.join(changed)} differ (only run.*, federation.rounds and "
+                             "federation.round_timeout may change)")
         results["resumed_after_round"] = last
         if policy is not None and policy_state is not None:
             policy.load_state_dict({k: torch.as_tensor(v) for k, v in policy_state.items() if not k.startswith("opt.")})

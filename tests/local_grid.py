@@ -1,6 +1,6 @@
 """A Ray-free Flower Grid for tests: delivers each message to the ClientApp in-process (deep-copied both ways, like
-serialisation), with one Context per node whose state persists across rounds. Every reply is recorded in ``sent``; a ClientApp
-that raises yields an error reply, as in Flower's runtime.
+serialisation), with one Context per node whose state persists across rounds. Every reply is recorded in ``sent``; a
+ClientApp that raises yields an error reply, as in Flower's runtime.
 """
 from __future__ import annotations
 

@@ -122,7 +122,8 @@ def _plan(obs: Observation, run_cfg: Mapping[str, Any], tcfg: TrainConfig, threa
 
 def _projection(protect_cfg: Mapping[str, Any], mixed: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """What the attacker knows of the input's form (Kerckhoffs: the protection's design is public): raw pixels lie in
-    [-1, 1]; PPFR-FD's masked input is self-normalised (eq. 7, per image or per channel). Mixtures of them have no such form."""
+    [-1, 1]; PPFR-FD's masked input is self-normalised (eq. 7, per image or per channel). Mixtures of them have no
+    such form."""
     if mixed:
         return None
     if protect_cfg["name"] == "none":

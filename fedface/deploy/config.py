@@ -43,7 +43,7 @@ class DeployConfig:
     overrides: tuple[str, ...]      # Hydra overrides of the run (the server's config; never a path or a key)
     nodes: tuple[NodeSpec, ...]
     export_shards: bool = False     # try-out: write the simulation's shards of the run's dataset as node folders
-    control_port: int = 0           # the SuperLink's own port, on 127.0.0.1 only (the operator's `flwr` CLI); 0 = port+1
+    control_port: int = 0           # the SuperLink's own port, on 127.0.0.1 only (operator's `flwr`); 0 = port + 1
 
     @property
     def host(self) -> str:

@@ -85,8 +85,8 @@ def nbytes(arrays: Mapping[str, np.ndarray]) -> int:
 
 def update_problem(arrays: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray]) -> str | None:
     """Why a client's returned ``arrays`` cannot enter the aggregate of the ``sent`` ones, or None when they can:
-    the same names, and per name the same shape, a real numeric dtype and finite values only. A wrong-shaped array would be
-    broadcast into the global model and a NaN would poison every client of the next round."""
+    the same names, and per name the same shape, a real numeric dtype and finite values only. A wrong-shaped array
+    would be broadcast into the global model and a NaN would poison every client of the next round."""
     missing, extra = sorted(set(sent) - set(arrays)), sorted(set(arrays) - set(sent))
     if missing or extra:
         return f"arrays {'missing ' + ', '.join(missing[:3]) if missing else ''}" \

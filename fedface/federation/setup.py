@@ -35,8 +35,8 @@ def prepare_federation(cfg: DictConfig) -> dict[str, Any]:
         value = fed[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or \
                 (key != "round_timeout" and value != int(value)):
-            raise ValueError(f"federation.{key}={value!r} must be {'a number' if key == 'round_timeout' else 'an integer'}"
-                             f" >= {low}")
+            kind = "a number" if key == "round_timeout" else "an integer"
+            raise ValueError(f"federation.{key}={value!r} must be {kind} >= {low}")
     if fed.get("local_steps") is not None and (not isinstance(fed["local_steps"], int) or fed["local_steps"] < 1):
         raise ValueError(f"federation.local_steps={fed['local_steps']!r} must be null or an integer >= 1")
     if not isinstance(fed["fraction_train"], (int, float)) or not 0 < fed["fraction_train"] <= 1:

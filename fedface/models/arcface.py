@@ -12,8 +12,9 @@ class ArcFace(nn.Module):
     """Class centres W (num_classes x d). ``forward(emb, labels)`` returns logits for cross-entropy.
 
     Numerically stable: cos(θ+m) is computed as cosθ·cos m − sinθ·sin m with sinθ = sqrt(max(1 − cos²θ, ε)), never
-    through arccos (ε keeps the gradient finite at θ = 0 or π). When θ + m would pass π the margin is replaced by insightface's fallback cosθ − m·sin m
-    (keeps the target logit monotone in θ); ``easy_margin`` instead applies the margin only where cosθ > 0.
+    through arccos (ε keeps the gradient finite at θ = 0 or π). When θ + m would pass π the margin is replaced by
+    insightface's fallback cosθ − m·sin m (keeps the target logit monotone in θ); ``easy_margin`` instead applies the
+    margin only where cosθ > 0.
     """
 
     def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.5,
