@@ -46,8 +46,9 @@ bench: $(STAMP)
 FLWR_ENV = PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLWR_HOME="$(CURDIR)/.flwr" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 NODES ?= 4
 OVERRIDES ?= federation.num_clients=$(NODES)
-flwr-run: $(STAMP)
-	$(FLWR_ENV) flwr run . local-simulation --stream \
+flwr-run: $(STAMP)  # the simulated nodes' privacy policy: the one the overrides imply (fedface/federation/policy.py)
+	$(PY) -m fedface.federation.policy .flwr/node-policy.yaml $(OVERRIDES)
+	$(FLWR_ENV) FEDFACE_POLICY="$(CURDIR)/.flwr/node-policy.yaml" flwr run . local-simulation --stream \
 	  --federation-config "num-supernodes=$(NODES) client-resources-num-cpus=1" \
 	  -c 'overrides="$(OVERRIDES)" run-dir="$(CURDIR)/results/flwr-run-'$$(date +%Y%m%d-%H%M%S)'"'
 

@@ -141,3 +141,22 @@ def write_policy(cfg: Mapping[str, Any], path: Path) -> Path:
     atomic_write_text(Path(path), yaml.safe_dump(json.loads(json.dumps(policy_of_run(cfg))), sort_keys=True))
     return Path(path)
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fedface.federation.policy OUT.yaml [hydra overrides]``: the policy the overrides' config implies,
+    for nodes that take it as theirs (``make flwr-run``'s simulated nodes; a node's owner writing a first draft)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    from fedface.config import compose_config, to_container
+
+    print(write_policy(to_container(compose_config(args[1:])), Path(args[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
