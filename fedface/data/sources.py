@@ -140,7 +140,9 @@ def _decode_cached(key: str, files: list[Path], geometry: Geometry) -> np.ndarra
             arr = np.load(cached, allow_pickle=False)
             if arr.shape != (len(files), FACE_SIZE, FACE_SIZE) or arr.dtype != np.uint8:
                 raise ValueError(f"holds {arr.dtype}{list(arr.shape)}, expected uint8[{len(files)}, 112, 112]")
-            if not digest.exists() or digest.read_text().strip() != hashlib.sha256(arr.tobytes()).hexdigest():
+            if not digest.exists():
+                raise ValueError("it has no checksum file (an older fedface wrote it)")
+            if digest.read_text().strip() != hashlib.sha256(arr.tobytes()).hexdigest():
                 raise ValueError("its checksum does not match")
             return arr
         except (OSError, ValueError, EOFError) as err:
