@@ -18,7 +18,7 @@ from fedface.eval import evaluate
 from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head, count_parameters
 from fedface.protect import build_protection, needs_key
-from fedface.runs import RunDir, machine_info, start
+from fedface.runs import RunDir, log_hparams, machine_info, start
 from fedface.train import NonFiniteLossError, TrainConfig, collapse, pick_device, train_local
 from fedface.train.collapse import expected_degenerate_loss
 from fedface.train.dp import check_config as check_dp
@@ -126,6 +126,8 @@ def run_train(cfg: DictConfig) -> dict:
                  stats.dp["epsilon"], stats.dp["delta"], stats.dp["steps"], stats.dp["noise_multiplier"],
                  stats.dp["max_grad_norm"], stats.dp["sample_rate"])
     run.tensorboard.add_scalar("eval/accuracy", metrics["accuracy"], tcfg.epochs)
+    log_hparams(run.tensorboard, cfg, {"accuracy": metrics["accuracy"], "auc": metrics["auc"],
+                                       "tar_at_far_1e-3": metrics["tar_at_far"].get("0.001")})
     if cfg.run.save_model:
         from safetensors.torch import save_file
 

@@ -161,8 +161,10 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     if acfg.get("recovered"):
         results["gradient_recoveries"] = _decode_recovered(acfg.recovered, cfg, generators, aux, size)
     learned.save_arrays(run.path / "reconstructions.safetensors", arrays)
-    save_grid(run.path / "grids" / f"{label}.png", {k: (v + 1) / 2 for k, v in grid.items()},
+    png = run.path / "grids" / f"{label}.png"
+    save_grid(png, {k: (v + 1) / 2 for k, v in grid.items()},
               title=f"{cfg.data.name}: {label} -- original | masked (channel mean) | reconstructions")
+    run.log_image(f"reconstruction/{label}", png)
     run.finish(results)
     return results
 

@@ -162,6 +162,25 @@ class RunDir:
         self.write_json("results.json", results)
         self.close()
 
+    def log_image(self, tag: str, png: Path) -> None:
+        """A saved figure (a reconstruction grid) as a TensorBoard image next to the run's scalars."""
+        from PIL import Image
+
+        with Image.open(png) as im:
+            self.tensorboard.add_image(tag, np.asarray(im.convert("RGB")), dataformats="HWC")
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def log_hparams(writer, cfg: Any, metrics: dict[str, Any]) -> None:
+    """The run's hyper-parameters (every scalar of the resolved config but ``run.*``) and its final metrics as
+    TensorBoard hparams, so runs can be compared in its HParams tab."""
+    from fedface.config import flat_config
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    hparams = {k: v for k, v in flat_config(plain).items()
+               if isinstance(v, (bool, int, float, str)) and not k.startswith(("run.", "config."))}
+    values = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+    writer.add_hparams(hparams, values, run_name="hparams")

@@ -24,7 +24,7 @@ from fedface.federation.params import federated_state, floats_only, nbytes
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
-from fedface.runs import machine_info, resume_mismatch
+from fedface.runs import log_hparams, machine_info, resume_mismatch
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
@@ -196,6 +196,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                         "mean cosine %.2f): its accuracy does not measure the protection", last["loss_over_degenerate"],
                         last["head_row_cosine"])
     atomic_write_json(run_dir / "results.json", results)
+    final = next((r for r in reversed(results["rounds"]) if r.get("accuracy") is not None), {})
+    log_hparams(writer, cfg, {k: final.get(k) for k in ("accuracy", "auc", "train_loss")})
     writer.close()
     return results
 

@@ -21,6 +21,11 @@ def test_train_writes_config_results_and_tensorboard(tmp_path, capsys):
     assert "train" in prov["command"] and f"run.dir={run_dir}" in prov["command"]
     assert "seed: 0" in (run_dir / "config.yaml").read_text()
     assert any((run_dir / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    hp = EventAccumulator(str(next((run_dir / "tensorboard").rglob("hparams"))))  # the HParams tab's run
+    hp.Reload()
+    assert "final/accuracy" in hp.Tags()["scalars"]
     assert (run_dir / "model.safetensors").exists() and (run_dir / "partition.json").exists()
     assert "acc %" in capsys.readouterr().out
     before = (run_dir / "results.json").read_bytes()

@@ -107,6 +107,11 @@ def test_reconstruct_command_end_to_end(tmp_path):
     assert attack["psnr"] > floor["psnr"] + 3
     assert "srra_unavailable" in attack["identity"]  # no attack.target given
     assert (run / "grids" / "none.png").stat().st_size > 0 and (run / "config.yaml").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run / "tensorboard"))
+    board.Reload()
+    assert board.Tags()["images"] == ["reconstruction/none"]  # the grid, viewable next to the run's scalars
     assert (run / "reconstructions.safetensors").exists()
     # (b): the decoder applied to what a gradient attack "recovered" -- here the exact inputs, so it beats the floor
     (rec,) = results["gradient_recoveries"]
