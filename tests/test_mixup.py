@@ -203,3 +203,17 @@ def test_a_reward_equal_for_every_k_leaves_the_policy_where_it_is(offset):
         assert pmf.max() - pmf.min() > 0.5
     else:  # every reward is exactly 3: zero advantage from the first step on
         assert torch.allclose(pmf, torch.full_like(pmf, 1 / 3), atol=1e-4)
+
+
+def test_renormalized_blends_have_a_test_faces_statistics():
+    """mixup.renormalize: a blend of k per-image-normalised inputs has variance ~sum c^2 (0.5 at k=2); standardised
+    again it has mean 0 and variance 1 per image, like the single faces the model is tested on."""
+    from fedface.mixup.mix import mixup
+
+    x = torch.randn(16, 4, 6, 6)
+    x = (x - x.mean((1, 2, 3), keepdim=True)) / x.std((1, 2, 3), keepdim=True)
+    raw, _, c, _ = mixup(x, torch.arange(16), 2, torch.Generator().manual_seed(0))
+    renorm, _, c2, _ = mixup(x, torch.arange(16), 2, torch.Generator().manual_seed(0), renormalize=True)
+    assert torch.equal(c, c2) and raw.var((1, 2, 3)).mean() < 0.8
+    assert torch.allclose(renorm.mean((1, 2, 3)), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(renorm.var((1, 2, 3)), torch.ones(16), atol=1e-4)

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from fedface.attacks.replay import LossModel, Optimiser, Step, unroll
 from fedface.config import check_choice, known_keys_only
-from fedface.mixup.mix import mix_with
+from fedface.mixup.mix import blend
 
 
 @dataclass
@@ -78,6 +78,7 @@ class Plan:
     hard: torch.Tensor | None = None
     label_set: list[int] = field(default_factory=list)
     mixing: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+    renormalize: bool = False  # mixup.renormalize: the client standardised each blend (fedface.mixup.mix.blend)
 
     @property
     def slots(self) -> int:
@@ -155,7 +156,7 @@ def _steps(x: torch.Tensor, plan: Plan, soft: torch.Tensor | None) -> list[Step]
         xb = x[idx]
         if plan.mixing is not None:  # knows_seed: mix the dummy sources exactly as the client mixed its batch
             partners, weights, mix_labels = plan.mixing[t]
-            out.append(Step(mix_with(xb, partners, weights), mix_labels, weights, plan.lrs[t]))
+            out.append(Step(blend(xb, partners, weights, plan.renormalize), mix_labels, weights, plan.lrs[t]))
         elif plan.hard is not None:
             out.append(Step(xb, plan.hard[idx], None, plan.lrs[t]))
         else:

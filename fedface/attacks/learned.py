@@ -72,7 +72,7 @@ def mask(protection: Protection, mixup_cfg: Mapping[str, Any], faces: torch.Tens
         if mcfg.name != "none" and len(x) > 1:
             k = mcfg.ks[int(torch.randint(len(mcfg.ks), (1,), generator=gen))]
             x = mixup(x, torch.zeros(len(x), dtype=torch.long), min(k, len(x)), gen, mcfg.max_weight,
-                      mcfg.weight_draw)[0]
+                      mcfg.weight_draw, mcfg.renormalize)[0]
         out.append(x.float())
     return torch.cat(out)
 

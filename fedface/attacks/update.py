@@ -102,7 +102,8 @@ def _plan(obs: Observation, run_cfg: Mapping[str, Any], tcfg: TrainConfig, threa
         if structure[0].partners is not None:
             mixing = [(r.partners, r.mix_weights, r.mix_labels) for r in structure]
         facts["labels"] = "known (seed)"
-        return Plan(batches, [r.lr for r in structure], hard=hard, mixing=mixing), facts
+        renorm = bool(run_cfg["mixup"].get("renormalize", False))
+        return Plan(batches, [r.lr for r in structure], hard=hard, mixing=mixing, renormalize=renorm), facts
     plan = Plan(slot_plan(obs.steps, obs.num_examples, tcfg.batch_size), [obs.lr] * obs.steps)
     slots = plan.slots
     if threat.knows_labels:

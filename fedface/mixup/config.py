@@ -25,6 +25,7 @@ class MixupConfig:
     reward_offset: str = "reference"  # reference | entropy | none: what the reward subtracts (fedface.mixup.reward)
     baseline_momentum: float = 0.9  # b <- m b + (1 - m) mean r
     policy_every: int = 1  # policy step every N FR steps (REINFORCE summed over those N steps)
+    renormalize: bool = False  # standardise each blend per image (fedface.mixup.mix.blend)
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "MixupConfig":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from fedface.freq.ppfr import draw
+from fedface.freq.ppfr import draw, self_normalize
 
 WEIGHT_DRAWS = {
     "abs_normal": lambda shape, g, device: draw(torch.randn, shape, g, device).abs(),
@@ -51,8 +51,19 @@ def mix_with(x: torch.Tensor, partners: torch.Tensor, weights: torch.Tensor) -> 
     return torch.einsum("bk,bk...->b...", weights.to(x.dtype), x[partners])
 
 
+def blend(x: torch.Tensor, partners: torch.Tensor, weights: torch.Tensor, renormalize: bool = False) -> torch.Tensor:
+    """A training step's mixed inputs: ``mix_with``, then (``mixup.renormalize``) each blend standardised over all its
+    entries -- PPFR-FD's per-image self-normalisation (paper 000 eq. 7) applied again. Why: k images with weights
+    c_i mixed have variance sum c_i^2 of one image's (about 0.5 at k=2, 0.2 at k=5), while the test inputs are single,
+    unit-variance images; the network's normalisation statistics are learnt on the blends. Not in paper 001's text
+    (a lever, off by default); the gradient attack replays it when it replays the mixing."""
+    mixed = mix_with(x, partners, weights)
+    return self_normalize(mixed, norm="image") if renormalize else mixed
+
+
 def mixup(x: torch.Tensor, labels: torch.Tensor, k: int, generator: torch.Generator | None, max_weight: float = 0.55,
-          how: str = "abs_normal") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+          how: str = "abs_normal", renormalize: bool = False
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mix every sample of ``x`` (B, ...) with k - 1 others of the batch -> (mixed x, labels (B, k), weights (B, k),
     partners (B, k)).
 
@@ -61,4 +72,4 @@ def mixup(x: torch.Tensor, labels: torch.Tensor, k: int, generator: torch.Genera
     """
     partners = shuffle_partners(x.shape[0], k, generator, x.device)
     weights = mix_weights(x.shape[0], k, max_weight, generator, x.device, how)
-    return mix_with(x, partners, weights), labels.to(x.device)[partners], weights, partners
+    return blend(x, partners, weights, renormalize), labels.to(x.device)[partners], weights, partners

@@ -64,7 +64,7 @@ class Mixer:
         index, log_prob = self.choose(model_input, generator)
         self.k_counts[index] += 1
         mixed, y, c, partners = mixup(model_input, labels, self.ks[index], generator, self.cfg.max_weight,
-                                      self.cfg.weight_draw)
+                                      self.cfg.weight_draw, self.cfg.renormalize)
         self._last = (index, log_prob, mixed.detach(), y, c)
         return mixed, y, c, partners
 
@@ -101,7 +101,7 @@ class Mixer:
         """JSON facts for results.json: the k range, how often each k was drawn, the policy's state."""
         total = sum(self.k_counts)
         facts = {"name": self.name, "k": list(self.ks), "max_weight": self.cfg.max_weight,
-                 "weight_draw": self.cfg.weight_draw,
+                 "weight_draw": self.cfg.weight_draw, "renormalize": self.cfg.renormalize,
                  "k_proportion": [c / total for c in self.k_counts] if total else None}
         if self.policy is not None:
             facts.update(final_pmf=self.pmf, policy_updates=self.policy_steps, baseline=self.baseline,
