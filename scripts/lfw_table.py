@@ -43,6 +43,7 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "ppfr_fd-mixup-k2-m0.2": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2", (0,)),
     "ppfr_fd-mixup-k2-renorm": (f"{PPFR} mixup=fixed mixup.k=2 mixup.renormalize=true", (0,)),
     "ppfr_fd-mixup-k4": (f"{PPFR} mixup=fixed mixup.k=4", (0,)),
+    "ppfr_fd-mixup-k4-m0.2": (f"{PPFR} mixup=fixed mixup.k=4 model.head.m=0.2", (0,)),
     "ppfr_fd-adamixup-2-5-m0.2": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2", (0,)),
     "ppfr_fd-mixup-k2-maxw0.65": (f"{PPFR} mixup=fixed mixup.k=2 mixup.max_weight=0.65", (0,)),
     "ppfr_fd-adamixup-2-5": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5", (0, 1, 2)),
