@@ -49,6 +49,12 @@ def _one_line(err: Exception) -> str:
     msg = str(err).strip()
     # Hydra nests the useful part ("Key 'foo' is not in struct", "Could not find 'data/xyz'") in its message
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Available options in"):  # a wrong choice: name every choice, on the same line
+            rest = lines[i + 1:]
+            end = next((j for j, c in enumerate(rest) if c.startswith("Config search path")), len(rest))
+            choices = rest[:end]
+            return f"{' '.join(lines[:i])}; {line[:-1] if line.endswith(':') else line}: {', '.join(choices)}"
     return " | ".join(lines[:4])
 
 

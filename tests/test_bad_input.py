@@ -38,7 +38,7 @@ CONFIG_CASES = [
     ("train", ["threads=-1"], "threads"),
     ("train", ["data=casia"], "casia"),
     ("train", ["model=resnet9000"], "resnet9000"),
-    ("train", ["protect=rot13"], "rot13"),
+    ("train", ["protect=rot13"], "obfuscator, peep, ppfr_analysis, ppfr_fd"),  # every choice, on the one line
     ("train", ["protect=ppfr_fd", "protect.norm=pixel"], "protect.norm"),
     ("train", ["protect=ppfr_fd", "protect.keep=0"], "keep"),
     ("train", ["+protect.key=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"], "key"),
