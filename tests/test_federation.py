@@ -366,6 +366,12 @@ def test_node_policy_minimums_and_file_errors(tmp_path):
         NodePolicy.from_mapping({"protect": "none", "mixup_min_k": "two"}, "file")
     with pytest.raises(PolicyRefusal, match="no privacy policy"):
         NodePolicy.load({}, env={})
+    from fedface.federation.policy import main as write_policy_cli  # `make flwr-run`'s nodes get theirs this way
+
+    drafted = tmp_path / "drafted.yaml"
+    assert write_policy_cli([str(drafted), "protect=ppfr_fd", "mixup=fixed", "mixup.k=3"]) == 0
+    loaded = NodePolicy.load({"privacy-policy": str(drafted)}, env={})
+    assert loaded.mixup_min_k == 3 and loaded.protect["name"] == "ppfr_fd" and not loaded.allow_trap
     bad = tmp_path / "policy.yaml"
     bad.write_text("protect: [unclosed")
     with pytest.raises(ValueError, match="policy.yaml.*does not read"):
