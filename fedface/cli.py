@@ -51,14 +51,7 @@ def _simulate(overrides: list[str]) -> int:
     from strategies.simulate import simulate
 
     cfg = compose_config(overrides)
-    results = simulate(cfg)
-    for r in results.get("rounds", []):
-        acc = r.get("accuracy")
-        print(f"round {r['round']:3d}  acc {'   n/a' if acc is None else f'{100 * acc:6.2f}'}  "
-              f"loss {r.get('train_loss') or float('nan'):.3f}  replies {r.get('received')}/{r.get('sampled')}  "
-              f"sent {r.get('bytes_sent', 0) / 1e6:.1f} MB  received {r.get('bytes_received', 0) / 1e6:.1f} MB  "
-              f"{r.get('seconds', 0):.1f} s"
-              + (f"  loss/L_deg {r['loss_over_degenerate']:.2f}" if r.get("loss_over_degenerate") else ""))
+    results = simulate(cfg)  # each round was logged as it finished (strategies.server_loop.round_line)
     if (results.get("collapse") or {}).get("collapsed"):
         print("COLLAPSED: the clients' training sits at ArcFace's degenerate solution (fedface.train.collapse); "
               "the accuracy above does not measure the protection")

@@ -148,10 +148,12 @@ def seeds_of(spec: DictConfig, protection: str) -> list[int]:
 
 
 def _strip(cfg: DictConfig) -> dict[str, Any]:
-    """A cell config as a plain dict without what does not change the cell's results (paths, the grid)."""
+    """A cell config as a plain dict without what does not change the cell's results (paths, the grid, where Ray
+    runs the clients)."""
     plain = to_container(cfg)
     plain.pop("compare", None)
     plain.pop("run", None)
+    plain.get("federation", {}).pop("ray", None)
     for key in ("cache", "target", "recovered"):
         plain.get("attack", {}).pop(key, None)
     return plain

@@ -94,7 +94,7 @@ def plain_loop(overrides: list[str], rounds: int) -> tuple[list[float], float]:
 def overhead(n: int, rounds: int, tmp: Path) -> None:
     overrides = [*synthetic(n, per_identity=8), f"federation.rounds={rounds}", "federation.local_epochs=1"]
     # one CPU for Ray's workers too: the plain loop trains the same clients one after another on one thread
-    res, wall, _ = run_simulate([*overrides, "federation.ray_init.num_cpus=1"], tmp / "overhead")
+    res, wall, _ = run_simulate([*overrides, "federation.ray.num_cpus=1"], tmp / "overhead")
     flower = [r["seconds"] for r in res["rounds"]]
     plain, plain_wall = plain_loop(overrides, rounds)
     print(f"(b) {n} clients x {rounds} rounds: Flower+Ray warm round {np.mean(flower[1:]):.2f} s vs plain loop "

@@ -172,8 +172,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                     {"baseline": strategy.baseline, "history": results["rounds"], "pretrain": results["pretrain"],
                      "config": cfg})
         atomic_write_json(run_dir / "results.json", results)
-        log.info("round %d: %s", rnd, {k: record[k] for k in ("accuracy", "train_loss", "received", "seconds")
-                                        if k in record})
+        log.info("%s", round_line(record))
         if plateaued(results["rounds"], fed.get("plateau") or {}):
             results["stopped"] = f"accuracy plateaued: no gain >= {fed['plateau']['min_delta']} in " \
                                  f"{fed['plateau']['patience']} evaluations (round {rnd})"
@@ -225,6 +224,16 @@ def _tensorboard(run_dir: Path):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def round_line(r: dict[str, Any]) -> str:
+    """One finished round on one console line (the run's progress; results.json keeps every field)."""
+    acc = r.get("accuracy")
+    return (f"round {r['round']:3d}  acc {'   n/a' if acc is None else f'{100 * acc:6.2f}'}  "
+            f"loss {r.get('train_loss') or float('nan'):.3f}  replies {r.get('received')}/{r.get('sampled')}  "
+            f"sent {r.get('bytes_sent', 0) / 1e6:.1f} MB  received {r.get('bytes_received', 0) / 1e6:.1f} MB  "
+            f"{r.get('seconds', 0):.1f} s" + (f"  loss/L_deg {r['loss_over_degenerate']:.2f}"
+                                            if r.get("loss_over_degenerate") else ""))
 
 
 def _log_round(writer, record: dict[str, Any], ks: list[int]) -> None:

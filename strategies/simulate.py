@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
 from fedface.attacks.scoring import ground_truth_dir
 from fedface.federation.policy import ENV_VAR as POLICY_ENV, write_policy
+from fedface.federation.ray_cluster import RayConfig, cluster_address, connect
 from fedface.federation.setup import prepare_federation
 from fedface.io import atomic_write_json
 from fedface.protect import needs_key
@@ -48,15 +49,12 @@ def server_app_for(cfg: dict[str, Any], run_dir: Path) -> ServerApp:
 
 
 def backend_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    fed = cfg["federation"]
+    """Flower's backend config: what one virtual client reserves (Ray itself is started by ``ray_cluster.connect``)."""
     import torch
 
-    gpus = float(fed["client_resources"]["num_gpus"]) if torch.cuda.is_available() else 0.0
-    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
-    if fed["ray_init"].get("num_cpus"):
-        init["num_cpus"] = int(fed["ray_init"]["num_cpus"])
-    return {"client_resources": {"num_cpus": float(fed["client_resources"]["num_cpus"]), "num_gpus": gpus},
-            "init_args": init}
+    res = cfg["federation"]["client_resources"]
+    gpus = float(res["num_gpus"]) if torch.cuda.is_available() else 0.0
+    return {"client_resources": {"num_cpus": float(res["num_cpus"]), "num_gpus": gpus}}
 
 
 def simulate(cfg: DictConfig) -> dict[str, Any]:
@@ -64,6 +62,8 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
 
     from clients.client_app import app as client_app
 
+    ray = RayConfig.from_cfg(cfg.federation.get("ray"))
+    address = cluster_address(ray)  # an unreachable cluster is one line here, before any data is read
     plain = prepare_federation(cfg)
     run = RunDir(cfg.run.dir, cfg)
     simulated_clients_key(plain)
@@ -74,16 +74,18 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     if plain["attack"]["name"] != "none" and plain["attack"].get("ground_truth", True):
         # attack experiments: simulated clients record what entered their model, for scoring (never sent)
         os.environ[GROUND_TRUTH_ENV] = str(ground_truth_dir(run.path))
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    # Ray starts its workers at niceness 15 by default: on a shared machine the simulated clients would then run
-    # only when nothing else wants the CPU. Clients are the simulation's work, so they run at normal priority.
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.setLevel(logging.WARNING)
+    flwr_log.propagate = False  # flwr prints its records with its own handler; the root's would print them twice
+    cluster = connect(ray, address)
+    log.info("simulation: %d virtual clients on Ray (%s): %d node(s), %g CPUs", plain["federation"]["num_clients"],
+             cluster["address"], cluster["nodes"], cluster["cpus"])
     run_simulation(server_app=server_app_for(plain, run.path), client_app=client_app,
                    num_supernodes=int(plain["federation"]["num_clients"]), backend_config=backend_config(plain))
     results_file = run.path / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     if results.get("status") != "done":
         results = {**results, "status": "failed", "error": "the ServerApp stopped before the last round (see log)"}
-        atomic_write_json(results_file, results)
+    results["ray"] = cluster  # where the clients ran: private Ray or the cluster, its nodes and CPUs
+    atomic_write_json(results_file, results)
     return results

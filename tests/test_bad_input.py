@@ -50,6 +50,12 @@ CONFIG_CASES = [
     ("train", ["model.name=tiny2"], "model.name"),
     ("train", ["data.split.test_identities=12"], "data.split.test_identities"),
     ("simulate", ["federation.num_clients=abc"], "federation.num_clients"),
+    ("simulate", ["federation.ray.address=127.0.0.1:1"], "federation.ray.address='127.0.0.1:1'"),  # nothing listens
+    ("simulate", ["federation.ray.address=ray://127.0.0.1:10001"], "federation.ray.address"),
+    ("simulate", ["federation.ray.address=localhost"], "federation.ray.address"),
+    ("simulate", ["federation.ray.address=127.0.0.1:1", "federation.ray.num_cpus=2"], "federation.ray.num_cpus"),
+    ("simulate", ["federation.ray.num_cpus=0"], "federation.ray.num_cpus"),
+    ("simulate", ["+federation.ray.adress=127.0.0.1:6379"], "federation.ray.adress"),
     ("simulate", ["federation.rounds=0"], "federation.rounds"),
     ("simulate", ["federation.num_clients=20"], "federation.num_clients"),
     ("simulate", ["federation.fraction_train=0.01"], "federation.fraction_train"),

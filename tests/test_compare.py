@@ -319,7 +319,7 @@ def test_every_experiment_config_composes_with_a_valid_grid(name):
     cfg = compare.load_experiment([f"experiment={name}"])
     assert cfg.compare.name == name and str(cfg.compare.out) == f"results/{name}"
     compare.check_grid(list(cfg.compare.protections), list(cfg.compare.attacks))
-    assert int(cfg.federation.ray_init.num_cpus) >= 1 and int(cfg.threads) == 1
+    assert int(cfg.federation.ray.num_cpus) >= 1 and int(cfg.threads) == 1
 
 
 def test_a_cell_whose_worker_died_is_recorded_as_failed(tmp_path, monkeypatch):
