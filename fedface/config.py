@@ -1,6 +1,7 @@
 """Hydra composition for the CLI: ``compose_config(overrides)`` with one-line errors naming the bad key."""
 from __future__ import annotations
 
+import functools
 import os
 import types
 import typing
@@ -66,7 +67,7 @@ def known_keys_only(cls, cfg: Mapping[str, Any], group: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown {group} config key(s) {', '.join(f'{group}.{k}' for k in unknown)}; known: "
                          f"{', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for key, value in cfg.items():
         expected = _scalar_types(hints.get(key))
         if expected is None or (value is None and type(None) in expected):
@@ -76,6 +77,12 @@ def known_keys_only(cls, cfg: Mapping[str, Any], group: str) -> dict[str, Any]:
             names_ = " or ".join(t.__name__ for t in expected if t is not type(None))
             raise ValueError(f"{group}.{key}={value!r} must be {'an' if names_[0] in 'aeiou' else 'a'} {names_}")
     return dict(cfg)
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` once per class (it evaluates every annotation; clients check configs per message)."""
+    return typing.get_type_hints(cls)
 
 
 def _scalar_types(hint: Any) -> tuple[type, ...] | None:

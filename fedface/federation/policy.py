@@ -21,10 +21,12 @@ File format (every key but ``protect`` optional)::
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +84,10 @@ class NodePolicy:
             if value:
                 path = Path(str(value))
                 try:
-                    raw = yaml.safe_load(path.read_text())
-                except (OSError, yaml.YAMLError) as err:
+                    text = path.read_text()
+                except OSError as err:
                     raise ValueError(f"privacy policy {path} (from {source}) does not read: {err}") from None
-                if not isinstance(raw, Mapping):
-                    raise ValueError(f"privacy policy {path} (from {source}) is not a mapping")
-                return cls.from_mapping(raw, str(path))
+                return _parsed(cls, text, str(path), source)
         raise PolicyRefusal(f"no privacy policy on this node: set node config `{NODE_KEY}` or env {ENV_VAR} to its "
                             "YAML file (docs/deploy.md, \"Node privacy policy\"); a node without one trains nothing")
 
@@ -117,7 +117,7 @@ class NodePolicy:
         why = self.refusal(cfg)
         if why is not None:
             raise PolicyRefusal(f"refused by the node's privacy policy: {why}")
-        return {**cfg, "protect": dict(self.protect)}
+        return {**cfg, "protect": copy.deepcopy(self.protect)}  # the policy itself is shared (parsed once)
 
     def summary(self) -> dict[str, Any]:
         """What the node reports at pre-flight (no secret): its protection's name and the policy's minimums."""
@@ -160,3 +160,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@lru_cache(maxsize=64)
+def _parsed(cls: type[NodePolicy], text: str, path: str, source: str) -> NodePolicy:
+    """The policy a file's text holds. Every message re-reads the file (an edit takes effect at once) but parses a
+    text it has seen before only once per process: a simulation worker serves thousands of messages."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"privacy policy {path} (from {source}) does not read: {err}") from None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"privacy policy {path} (from {source}) is not a mapping")
+    return cls.from_mapping(raw, path)
