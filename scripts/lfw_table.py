@@ -50,6 +50,8 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     # MixUp is known to need longer schedules than plain training: 3x the budget for k=2 and its control
     "ppfr_fd-e48": (f"{PPFR} train.epochs=48", (0,)),
     "ppfr_fd-mixup-k2-m0.2-e48": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2 train.epochs=48", (0,)),
+    "ppfr_fd-adamixup-2-5-m0.2-e48": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2 "
+                                      "train.epochs=48", (0,)),
     "instahide": ("protect=instahide", (0,)),
     "peep": ("protect=peep", (0,)),
 }
