@@ -1,4 +1,4 @@
-"""The LFW-disjoint centralized table (README "LFW-disjoint"): every protection at one budget, resumable.
+"""The LFW-disjoint centralized table (docs/results.md "LFW-disjoint"): every protection at one budget, resumable.
 
 Each row is `fedface train data=lfwa train.epochs=16 seed=<s> <row overrides>`: train on the 158 LFW-a people with
 >= 10 images, verify on the 5,274 official View-2 pairs with no training person. A finished row is reused only when

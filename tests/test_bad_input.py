@@ -1,4 +1,4 @@
-"""The bad-input battery (README "Bad input"): wrong types, ranges, choices, files and deploy files.
+"""The bad-input battery (docs/guide.md "Using it"): wrong types, ranges, choices, files and deploy files.
 
 Every case must end in one line on stderr that names the key or the file, exit code 2, no traceback, and nothing
 written (no run folder) -- before any data is loaded. Round-loop cases (rogue replies, every round failing, a

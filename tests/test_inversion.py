@@ -290,7 +290,7 @@ def test_imprint_in_the_federation_traps_one_node_and_is_labelled(tmp_path, monk
     assert r1["trap_node"] == attack["node"] and attack["malicious_weights"] and attack["aggregated"] is False
     assert "attacks" not in r2 and "trap_node" not in r2
     assert attack["batch"] == 4 and attack["candidates"] >= 1
-    # README "Malicious weights": 4 of 4 raw inputs; 2 of 4 masked tensors (per-image normalised PPFR-FD inputs
+    # docs/attacks.md "Malicious weights": 4 of 4 raw inputs; 2 of 4 masked tensors (per-image normalised PPFR-FD inputs
     # collide in the trap's bins more often)
     assert attack["recovered"] == (4 if protect == "none" else 2), attack
     assert "MASKED" in attack["space"] if protect == "ppfr_fd" else "MASKED" not in attack["space"]

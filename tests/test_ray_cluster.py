@@ -1,4 +1,4 @@
-"""Simulating on an existing Ray cluster (fedface/federation/ray_cluster.py; README "Running on a Ray cluster")."""
+"""Simulating on an existing Ray cluster (fedface/federation/ray_cluster.py; docs/ray-cluster.md)."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """Reading face images from disk into 112x112 grayscale uint8 arrays.
 
-Geometry choices (documented in README "Data"):
+Geometry choices (documented in docs/guide.md "Data and the partition table"):
 - ORL (92x112): *padded* left/right with zeros to 112x112. Padding keeps every pixel and the aspect ratio; a resize
   would interpolate and change the frequency content that the masking works on.
 - LFW-a (250x250, aligned): crop the box x 70-179, y 75-184 advised by ../shared/data/README.md, resize to 112.

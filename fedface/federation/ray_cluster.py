@@ -7,7 +7,7 @@ federation key, the node policy, the ground-truth folder -- is shipped in the jo
 cluster started elsewhere do not inherit this process's environment. Data is found on each node as on one machine
 (``data.root``, else the node's ``FEDFACE_DATA``, else ``../shared/data`` beside its fedface); the run folder must be
 the same path on every node (a shared file system) when clients write ground truth or read the node policy from it.
-README "Running on a Ray cluster".
+docs/ray-cluster.md "Running on a Ray cluster".
 """
 from __future__ import annotations
 

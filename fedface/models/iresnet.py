@@ -44,9 +44,9 @@ def embedding_norm(size: int, bias: bool) -> nn.BatchNorm1d:
     and MixUp runs grew it to norm 9.8 and 10.9 -- as long as the unit-variance part (sqrt(128) = 11.3) -- with every
     class centre pointing against it (cosine -0.996, -0.992): all cosines near -1, where ArcFace's fallback
     cos θ - m·sin m charges a margin of 0.24 instead of sin m = 0.48 at 90 degrees; the healthy PPFR-FD run's bias
-    stayed at 2.0. Measured without it (README "LFW-disjoint"), the obfuscator collapses all the same (centres' mean
-    cosine 0.87 by epoch 2: a skewed batch of zero-mean embeddings still points mostly one way) and PPFR-FD loses a
-    point, so the default stays arcface_torch's.
+    stayed at 2.0. Measured without it (docs/results.md "LFW-disjoint"), the obfuscator collapses all the same
+    (centres' mean cosine 0.87 by epoch 2: a skewed batch of zero-mean embeddings still points mostly one way) and
+    PPFR-FD loses a point, so the default stays arcface_torch's.
     """
     if not bias:
         return nn.BatchNorm1d(size, eps=1e-5, affine=False)

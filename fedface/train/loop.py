@@ -116,8 +116,8 @@ def augment_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Gener
     On a block-DCT input (grid 8) a shift by a non-multiple of 8 moves every block's phase -- 81 phases in training,
     one at test -- and the zero border changes the coefficients' statistics in training only; the protection's grid
     avoids both (whole-block shifts, edge padded; at shift=4 flips only). Measured, the pixel shifts still win
-    (README "LFW-disjoint": PPFR-FD 85.73 vs 84.85 on LFW, FR-FD 93.67 vs 90.33 on ORL): the augmentation is worth more
-    than the phase it costs, so ``shift_grid=1`` is the default and the grid is the ablation.
+    (docs/results.md "LFW-disjoint": PPFR-FD 85.73 vs 84.85 on LFW, FR-FD 93.67 vs 90.33 on ORL): the augmentation
+    is worth more than the phase it costs, so ``shift_grid=1`` is the default and the grid is the ablation.
     """
     x = images.unsqueeze(1).float()
     b = x.shape[0]
@@ -203,9 +203,9 @@ def margin_scale(warmup: float, done: float) -> float:
     m·sin m (0.24) instead of about sin m (0.48) at 90 degrees -- the degenerate solution ``fedface.train.collapse``
     detects, which the hard inputs (FaceObfuscator, MixUp blends) fall into in the first epochs. Without a margin
     (normalised softmax, NormFace) that configuration costs ln C. arcface_torch's advice for models that do not
-    converge is the same in spirit: start from softmax, then add the margin. Measured on LFW-disjoint (README), a
-    warm-up over the first quarter only delays the obfuscator's collapse to the epochs after it, and MixUp k=2 ends
-    lower (69.3 vs 75.3 %), so the default is 0 (off).
+    converge is the same in spirit: start from softmax, then add the margin. Measured on LFW-disjoint
+    (docs/results.md), a warm-up over the first quarter only delays the obfuscator's collapse to the epochs after it,
+    and MixUp k=2 ends lower (69.3 vs 75.3 %), so the default is 0 (off).
     """
     return 1.0 if warmup <= 0 else min(1.0, done / warmup)
 
