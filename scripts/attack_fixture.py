@@ -43,7 +43,8 @@ def run(faces: torch.Tensor, labels: torch.Tensor, aux: torch.Tensor | None, siz
     """Invert ``steps`` full-batch SGD steps on ``faces`` (distinct ``labels``); Hungarian-matched scores."""
     torch.manual_seed(seed)
     net = ConvNet(size=size, num_classes=40)
-    for p in net.parameters():  # DLG's weights_init: the attack's success depends on it (see README)
+    # DLG's weights_init: the attack's success depends on it (see docs/attacks.md "Malicious server I")
+    for p in net.parameters():
         torch.nn.init.uniform_(p, -0.5, 0.5)
     x, n = to_unit(faces, size), len(faces)
     start, opt = state_of(net), Optimiser(momentum=0.0, weight_decay=0.0, grad_clip=0.0)

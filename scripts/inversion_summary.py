@@ -1,5 +1,5 @@
-"""The README tables of `scripts/inversion_table.sh` / `inversion_in_federation.sh`: one line per (run, attack) from
-results/inversion-orl/* (or the folder given)."""
+"""The docs/attacks.md tables of `scripts/inversion_table.sh` / `inversion_in_federation.sh`: one line per
+(run, attack) from results/inversion-orl/* (or the folder given)."""
 from __future__ import annotations
 
 import json

@@ -46,7 +46,7 @@ def _model(protect: str = "none", classes: int = 6):
 @pytest.mark.parametrize("seed", range(5))
 def test_label_inference_finds_the_batch_classes_of_an_arcface_head(seed):
     """Constructed case: scale s = 8, where an untrained head spreads its softmax (absent rows get small pushes).
-    At s = 64 an untrained head's softmax peaks on arbitrary classes and the rule loses precision (README)."""
+    At s = 64 an untrained head's softmax peaks on arbitrary classes and the rule loses precision (docs/attacks.md)."""
     protection, backbone, _ = _model()
     head = build_head({**TINY, "head": {"s": 8.0, "m": 0.5}}, backbone.embedding_size, 20)
     gen = torch.Generator().manual_seed(seed)

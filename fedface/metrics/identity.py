@@ -96,7 +96,7 @@ class IndependentEvaluator:
     Protocol: each 112 x 112 gray face is resized to 150 x 150 (bilinear), replicated to RGB, its 5 landmarks are
     predicted inside the *whole* image rectangle (our faces are already aligned crops, so no face detector), and dlib
     aligns the 150 x 150 chip from them and computes the 128-d descriptor. On LFW-a crops two photos of one person lie
-    at descriptor distance ~0.45, two people at ~0.81 (``scripts/check_evaluator.py``; README).
+    at descriptor distance ~0.45, two people at ~0.81 (``scripts/check_evaluator.py``; docs/attacks.md).
 
     Construction never fails: when dlib or its model files are missing, ``available()`` is False, ``reason`` says
     why, ``score`` reports it and ``embed`` raises ``EvaluatorUnavailable``.
@@ -148,8 +148,9 @@ class IndependentEvaluator:
         share of pairs dlib calls the same person; ``{"unavailable": reason}`` when dlib cannot run here.
 
         dlib's descriptors are not centred: on LFW-a two different people already score cosine ~0.83 and one person
-        ~0.95 (README), so read ``cos`` against those levels and against the mean-face floor (the same call with the
-        aux faces' mean as ``recon``); ``distance`` / ``same_person`` are dlib's own decision-grade measures."""
+        ~0.95 (docs/attacks.md), so read ``cos`` against those levels and against the mean-face floor (the same call
+        with the aux faces' mean as ``recon``); ``distance`` / ``same_person`` are dlib's own decision-grade
+        measures."""
         if self._dlib is None:
             return {"evaluator": self.name, "unavailable": self.reason}
         a, b = self._pairs(recon, originals)

@@ -153,7 +153,7 @@ def _check(value: Any, types: Any, path: str) -> None:
 
 
 def describe(schema: dict = RESULTS, indent: int = 0) -> str:
-    """The schema as indented text (README / docs)."""
+    """The schema as indented text (docs/compare-schema.md)."""
     lines = []
     for key, (types, required, doc) in schema.items():
         sub = types[0] if isinstance(types, list) else types
