@@ -388,3 +388,15 @@ def test_nodes_with_different_keys_stop_before_round_one(tmp_path):
     res, _ = _run(tmp_path / "same", ["protect=ppfr_fd", "federation.rounds=1"], grid=same)
     assert res["preflight"]["keys_match"] and res["preflight"]["policies"]["1000"]["policy-protect"] == "ppfr_fd"
     assert KEY_HEX not in json.dumps(res)
+
+
+def test_a_clientapp_process_does_not_import_sklearn():
+    """Deployed, Flower 1.42 starts one ClientApp process per message: its imports are paid on every message.
+    sklearn alone was 1.6 s of 4.4 s (docs/scale.md "Deployed rounds"); only verification needs it, lazily."""
+    import subprocess
+    import sys
+
+    code = "import sys, clients.client_app; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout

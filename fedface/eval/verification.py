@@ -5,7 +5,6 @@ Mirrors insightface ``eval/verification.py`` (LFW protocol), with thresholds tak
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
@@ -57,6 +56,10 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float | None
 
 def verification_metrics(scores: np.ndarray, same: np.ndarray, fold: np.ndarray,
                          fars=(1e-3, 1e-2)) -> dict:
+    # imported here, not at module level: sklearn is 1.6 s of a ClientApp's 4.4 s import, which a deployed node pays
+    # on every message (Flower 1.42 starts one ClientApp process per message; docs/scale.md)
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     scores, same, fold = np.asarray(scores, np.float64), np.asarray(same, bool), np.asarray(fold)
     accs, ths = kfold_accuracy(scores, same, fold)
     fpr, tpr, _ = roc_curve(same, scores)
