@@ -24,6 +24,7 @@ from fedface.federation.params import federated_state, floats_only, nbytes
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
+from fedface.protect.keys import same_fingerprint
 from fedface.runs import log_hparams, machine_info, resume_mismatch
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
@@ -126,8 +127,16 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         results["rounds"], results["pretrain"] = state.get("history", []), state.get("pretrain")
         start = last + 1
         log.info("resuming after round %d from %s", last, ckpt_dir)
+    key_then = (ckpt[3].get("key") or {}) if ckpt is not None else {}
     results["preflight"] = strategy.preflight(grid, list(input_spec(cfg["protect"]).shape),
-                                              float(fed["round_timeout"]), int(fed["num_clients"]))
+                                              float(fed["round_timeout"]), int(fed["num_clients"]),
+                                              nonce=key_then.get("nonce"))
+    key_now = {"nonce": results["preflight"]["key_nonce"], "fingerprint": results["preflight"]["key_fingerprint"]}
+    if key_then.get("fingerprint") and not same_fingerprint(key_now["fingerprint"] or "", key_then["fingerprint"]):
+        # resumed rounds under another key would train on another Shuffle1 permutation than the checkpointed ones
+        raise ValueError(f"federation.resume=true but the nodes hold another federation key than the rounds in "
+                         f"{ckpt_dir} were trained with (key fingerprints differ): give them that run's key "
+                         "(FEDFACE_KEY / FEDFACE_KEY_FILE), or start a new run.dir")
     results["mixup_k"] = list(mcfg.ks) if mcfg.name != "none" else []
     secure = None
     if secagg is not None:
@@ -170,7 +179,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         _log_round(writer, record, results["mixup_k"])
         _checkpoint(ckpt_dir, rnd, arrays, policy, optimizer,
                     {"baseline": strategy.baseline, "history": results["rounds"], "pretrain": results["pretrain"],
-                     "config": cfg})
+                     "config": cfg, "key": key_now})
         atomic_write_json(run_dir / "results.json", results)
         log.info("%s", round_line(record))
         if plateaued(results["rounds"], fed.get("plateau") or {}):

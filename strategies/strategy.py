@@ -181,13 +181,14 @@ class FedFaceAvg(FedAvg):
         grads = [torch.as_tensor(decode(record[n])) for n in names]
         return PolicyUpdate(grads, int(m["policy-steps"]), [int(c) for c in m["k-counts"]], float(m["reward-sum"]))
 
-    def preflight(self, grid: Grid, expected_shape: list[int], timeout: float, num_nodes: int = 0
-                  ) -> dict[str, Any]:
+    def preflight(self, grid: Grid, expected_shape: list[int], timeout: float, num_nodes: int = 0,
+                  nonce: str | None = None) -> dict[str, Any]:
         """Wait until ``num_nodes`` nodes are connected, then ask each to build its task before round 1 and check
         its answer: a node without its key, data or with a protection that yields another input shape stops the run
         here, naming the node and reason. Records which nodes can evaluate (hold test pairs)."""
         nodes = _wait_for_nodes(grid, num_nodes, timeout)
-        cfg = ConfigRecord({RUN_CONFIG: self.run_config_json, KEY_NONCE: secrets.token_hex(16)})
+        nonce = nonce or secrets.token_hex(16)  # a resumed run reuses its first nonce: fingerprints then compare
+        cfg = ConfigRecord({RUN_CONFIG: self.run_config_json, KEY_NONCE: nonce})
         messages = [Message(content=RecordDict({CONFIG: cfg}), dst_node_id=n, message_type=MessageType.QUERY)
                     for n in nodes]
         problems, examples, policies, prints, demo = [], {}, {}, {}, []
@@ -228,7 +229,8 @@ class FedFaceAvg(FedAvg):
                         "hides nothing from anyone who reads the source", demo)
         return {"nodes": len(examples), "examples": sum(examples.values()), "max_examples": max(examples.values()),
                 "evaluators": len(self.evaluators), "policies": policies, "keys_match": bool(prints),
-                "insecure_demo_key": demo}
+                "insecure_demo_key": demo, "key_nonce": nonce,
+                "key_fingerprint": next(iter(prints.values())) if prints else None}
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

@@ -400,3 +400,18 @@ def test_a_clientapp_process_does_not_import_sklearn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_resume_under_another_key_is_refused(tmp_path):
+    """Resumed rounds under another key would train on another Shuffle1 permutation than the checkpointed ones: the
+    checkpoint keeps the first pre-flight's nonce and key fingerprint, and a resume re-asks under that nonce."""
+    run = tmp_path / "run"
+    _run(run, ["protect=ppfr_fd", "federation.rounds=1"], grid=LocalGrid(client_app, 3, {"shuffle-key": KEY_HEX}))
+    other = LocalGrid(client_app, 3, {"shuffle-key": "b2" * 32})
+    with pytest.raises(ValueError, match="another federation key"):
+        _run(run, ["protect=ppfr_fd", "federation.rounds=2", "federation.resume=true"], grid=other)
+    assert not any(m.metadata.message_type == "train" for m in other.sent)
+    res, _ = _run(run, ["protect=ppfr_fd", "federation.rounds=2", "federation.resume=true"],
+                  grid=LocalGrid(client_app, 3, {"shuffle-key": KEY_HEX}))
+    assert res["resumed_after_round"] == 1 and [r["round"] for r in res["rounds"]] == [1, 2]
+    assert KEY_HEX not in (run / "checkpoint" / "round-00002" / "state.json").read_text()
