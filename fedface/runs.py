@@ -101,7 +101,14 @@ def provenance() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     return {"commit": commit, "dirty": None if commit is None else bool(git("status", "--porcelain", "-uno")),
             "packages": {p: installed(p) for p in ("fedface", "torch", "flwr", "numpy", "opacus", "hydra-core")},
-            "command": list(COMMAND) or ([Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [])}
+            "command": portable_command(list(COMMAND) or ([Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []))}
+
+
+def portable_command(args: list[str]) -> list[str]:
+    """The command line without this machine's absolute paths (results.json files are committed and shared):
+    ``key=/a/b/run`` becomes ``key=<abs>/run`` -- the setting and the folder's name, not where it lay."""
+    return [f"{key}=<abs>/{Path(value).name}" if sep and Path(value).is_absolute() else arg
+            for arg in args for key, sep, value in [arg.partition("=")]]
 
 
 #: what makes a folder hold a run: finished or partial results, a trained model, a federation's checkpoints
