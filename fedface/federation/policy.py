@@ -142,6 +142,18 @@ def write_policy(cfg: Mapping[str, Any], path: Path) -> Path:
     return Path(path)
 
 
+@lru_cache(maxsize=64)
+def _parsed(cls: type[NodePolicy], text: str, path: str, source: str) -> NodePolicy:
+    """The policy a file's text holds. Every message re-reads the file (an edit takes effect at once) but parses a
+    text it has seen before only once per process: a simulation worker serves thousands of messages."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"privacy policy {path} (from {source}) does not read: {err}") from None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"privacy policy {path} (from {source}) is not a mapping")
+    return cls.from_mapping(raw, path)
+
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fedface.federation.policy OUT.yaml [hydra overrides]``: the policy the overrides' config implies,
@@ -161,15 +173,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-@lru_cache(maxsize=64)
-def _parsed(cls: type[NodePolicy], text: str, path: str, source: str) -> NodePolicy:
-    """The policy a file's text holds. Every message re-reads the file (an edit takes effect at once) but parses a
-    text it has seen before only once per process: a simulation worker serves thousands of messages."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(f"privacy policy {path} (from {source}) does not read: {err}") from None
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"privacy policy {path} (from {source}) is not a mapping")
-    return cls.from_mapping(raw, path)
