@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 # README's lead table and plot (docs/results/compare-demo.*, docs/compare-demo-*.png) from the last demo
 demo-docs: $(STAMP)
-	$(PY) scripts/compare_docs.py results/demo --name compare-demo
+	$(PY) scripts/summaries/compare_docs.py results/demo --name compare-demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -35,11 +35,11 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(PY) scripts/bench_masking.py
-	$(PY) scripts/bench_training.py
-	$(PY) scripts/bench_federation.py
-	$(PY) scripts/attack_fixture.py
-	$(PY) scripts/bench_attacks.py
+	$(PY) scripts/bench/bench_masking.py
+	$(PY) scripts/bench/bench_training.py
+	$(PY) scripts/bench/bench_federation.py
+	$(PY) scripts/diagnostics/attack_fixture.py
+	$(PY) scripts/bench/bench_attacks.py
 
 # `flwr run` of the same apps on Flower's local simulation SuperLink, offline, with a project-local Flower home.
 # usage: make flwr-run OVERRIDES="data=orl protect=ppfr_fd federation.num_clients=4 federation.rounds=5" NODES=4

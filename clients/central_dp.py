@@ -16,7 +16,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from strategies.records import CONFIG, POLICY, POLICY_UPDATE
+from clients.records import CONFIG, POLICY, POLICY_UPDATE
 
 
 def central_dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

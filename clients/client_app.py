@@ -23,14 +23,14 @@ from flwr.clientapp import ClientApp
 
 from clients.central_dp import central_dp_clipping_mod
 from clients.secagg import secagg_mod
-from fedface.attacks.ground_truth import ground_truth_path
+from fedface.experiment.ground_truth import ground_truth_path
 from fedface.federation.client import ClientTask, client_seed
 from fedface.federation.node_data import NodeFolders
 from fedface.protect import needs_key
 from fedface.federation.policy import NodePolicy
 from fedface.protect.keys import DEMO_KEY, fingerprint, load_key
-from strategies.records import (ARRAYS, CONFIG, DP_HISTORY, KEY_FINGERPRINT, KEY_NONCE, LOCAL, METRICS, POLICY,
-                                POLICY_UPDATE, RUN_CONFIG, from_record, to_record)
+from clients.records import (ARRAYS, CONFIG, DP_HISTORY, KEY_FINGERPRINT, KEY_NONCE, LOCAL, METRICS, POLICY,
+                                POLICY_UPDATE, RUN_CONFIG, from_record, metric_record, to_record)
 
 ALLOW_DEMO_ENV = "FEDFACE_ALLOW_DEMO_KEY"
 torch.set_num_threads(1)  # one ClientApp per core in simulation
@@ -113,7 +113,7 @@ def train(msg: Message, context: Context) -> Message:
                         "k-counts": list(reply.policy_update.k_counts)})
     elif reply.k_histogram:
         metrics["k-counts"] = list(reply.k_histogram.values())
-    content[METRICS] = MetricRecord(metrics)
+    content[METRICS] = metric_record(metrics)
     return Message(content=content, reply_to=msg)
 
 
@@ -138,4 +138,4 @@ def evaluate(msg: Message, context: Context) -> Message:
     task, _ = _task(msg, context)
     metrics = task.evaluate(from_record(msg.content[ARRAYS]), _local_state(context))
     metrics["num-examples"] = len(task.table.pairs)
-    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
+    return Message(content=RecordDict({METRICS: metric_record(metrics)}), reply_to=msg)

@@ -31,7 +31,7 @@ from flwr.compat.common import recorddict_compat as compat
 from fedface.federation.client import client_seed
 from fedface.federation.secagg import Layout, client_vector
 from fedface.mixup import PolicyUpdate
-from strategies.records import (ARRAYS, CONFIG, METRICS, POLICY_UPDATE, RUN_CONFIG, SECAGG_CLIPPED, SECAGG_LAYOUT,
+from clients.records import (ARRAYS, CONFIG, METRICS, POLICY_UPDATE, RUN_CONFIG, SECAGG_CLIPPED, SECAGG_LAYOUT,
                                 SECAGG_NAMES, from_record, to_record)
 
 

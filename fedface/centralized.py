@@ -14,28 +14,18 @@ from omegaconf import DictConfig
 
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_configured
-from fedface.eval import evaluate
+from fedface.eval import evaluate, utility
 from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head, count_parameters
-from fedface.protect import build_protection, needs_key
+from fedface.experiment.keys import clients_key
+from fedface.protect import build_protection
 from fedface.runs import RunDir, log_hparams, machine_info, start
 from fedface.train import NonFiniteLossError, TrainConfig, collapse, pick_device, train_local
 from fedface.train.collapse import expected_degenerate_loss
-from fedface.train.dp import check_config as check_dp
+from fedface.protect.dp import check_config as check_dp
+from fedface.report.schema import ACCURACY, AUC, TAR_1E3
 
 log = logging.getLogger(__name__)
-
-
-def client_key(protect_cfg) -> bytes | None:
-    """The federation key, read the way a client reads it (node config / environment); None when not keyed.
-
-    Centralized runs and demos accept the fixed demo key, which ``load_key`` logs as insecure.
-    """
-    if not needs_key(protect_cfg):
-        return None
-    from fedface.protect.keys import load_key
-
-    return load_key(None, allow_demo=True)
 
 
 def run_train(cfg: DictConfig) -> dict:
@@ -47,7 +37,7 @@ def run_train(cfg: DictConfig) -> dict:
     run = RunDir(cfg.run.dir, cfg)
     run.write_json("partition.json", table.to_json())
     train = data.subset(table.train_idx)
-    protection = build_protection(cfg.protect, key=client_key(cfg.protect))
+    protection = build_protection(cfg.protect, key=clients_key(cfg.protect)[0])
     protection.fit(train.images.unsqueeze(1).float())
     spec = protection.output_spec(112, 112)
     backbone = build_backbone(cfg.model, spec).to(device)
@@ -126,8 +116,7 @@ def run_train(cfg: DictConfig) -> dict:
                  stats.dp["epsilon"], stats.dp["delta"], stats.dp["steps"], stats.dp["noise_multiplier"],
                  stats.dp["max_grad_norm"], stats.dp["sample_rate"])
     run.tensorboard.add_scalar("eval/accuracy", metrics["accuracy"], tcfg.epochs)
-    log_hparams(run.tensorboard, cfg, {"accuracy": metrics["accuracy"], "auc": metrics["auc"],
-                                       "tar_at_far_1e-3": metrics["tar_at_far"].get("0.001")})
+    log_hparams(run.tensorboard, cfg, {k: v for k, v in utility(metrics).items() if k in (ACCURACY, AUC, TAR_1E3)})
     if cfg.run.save_model:
         from safetensors.torch import save_file
 

@@ -26,6 +26,7 @@ commands:
   imprint     malicious weights (trap layer, robbing the fed) against a few clients of attack.target's protection
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
+  summarize   markdown tables of finished runs (any command's results.json): fedface summarize RUN... [--seeds]
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
   deploy      real federation (SuperLink + SuperNodes, TLS, node auth): fedface deploy <step> --config FILE
 
@@ -66,19 +67,19 @@ def _with_attack(overrides: list[str], default: str):
 
 
 def _reconstruct(overrides: list[str]) -> int:
-    from fedface.attacks.learned import summarise
     from fedface.reconstruct import run_reconstruct
+    from fedface.summarize import reconstruct_table
 
     cfg = _with_attack(overrides, "learned")
     results = run_reconstruct(cfg)
-    print(summarise([r for r in results["rows"] if "skipped" not in r]))
+    print(reconstruct_table(results["rows"]))
     print(f"results: {cfg.run.dir}/results.json")
     return 0
 
 
 def _compare(overrides: list[str]) -> int:
     from fedface.compare import run_compare
-    from fedface.report.compare_report import table_md
+    from fedface.compare_report import table_md
 
     results = run_compare(overrides)
     out = Path(results["out"])
@@ -92,11 +93,12 @@ def _compare(overrides: list[str]) -> int:
 
 
 def _invert(overrides: list[str]) -> int:
-    from fedface.invert import run_invert, summarise
+    from fedface.invert import run_invert
+    from fedface.summarize import invert_table
 
     cfg = _with_attack(overrides, "inversion")
     results = run_invert(cfg)
-    print(summarise(results))
+    print(invert_table(results["rows"]))
     print(f"results: {cfg.run.dir}/results.json")
     return 0
 
@@ -151,6 +153,12 @@ def _energy(overrides: list[str]) -> int:
     return 0
 
 
+def _summarize(args: list[str]) -> int:
+    from fedface.summarize import main as summarize_main
+
+    return summarize_main(args)
+
+
 def _deploy(args: list[str]) -> int:
     from fedface.deploy.cli import main as deploy_main
 
@@ -191,7 +199,7 @@ def _print_config(command: str, rest: list[str]) -> int:
 
 COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "compare": _compare,
             "invert": _invert, "imprint": _imprint, "partition": _partition, "energy": _energy, "fetch": _fetch,
-            "deploy": _deploy}
+            "summarize": _summarize, "deploy": _deploy}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"fedface: unknown command {command!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    hydra_command = command not in ("fetch", "deploy")
+    hydra_command = command not in ("fetch", "deploy", "summarize")
     if hydra_command and any(a in ("-h", "--help") for a in rest):
         print(command_help(command))
         return 0

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import shutil
 import time
 import traceback
@@ -39,6 +38,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fedface.config import ConfigError, compose_config, to_container
+from fedface.report.schema import ACCURACY, TAR_1E2, TAR_1E3, UTILITY_METRICS
+from fedface.experiment.keys import simulation_key
 from fedface.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ ATTACKS = ("gradient", "learned", "model_inversion")
 ATTACKS_LATER: dict[str, str] = {}
 #: bump when a cell's work changes in a way its config does not show (invalidates cached cells)
 #: 2: model inversion (``fedface invert`` on the cell's final weights) joined the cell; SRRA reasons recorded
-CELL_VERSION = 4  # 3: PPFR-FD per-image normalisation, block-aligned shifts, collapse verdict; 4: node policies,
-# reply screening, the embedding-bias and margin-warm-up keys
+CELL_VERSION = 5  # 3: PPFR-FD per-image normalisation, block-aligned shifts, collapse verdict; 4: node policies,
+# reply screening, the embedding-bias and margin-warm-up keys; 5: one spelling per utility metric in the rounds
+# (``fedface.report.schema.UTILITY_METRICS``: ``tar_at_far_1e-3``, no -1 sentinel)
 
 
 def threat_note(protection: str) -> str | None:
@@ -284,7 +286,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _execute(cell: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-    from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+    from fedface.experiment.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
     from fedface.invert import run_invert
     from fedface.reconstruct import run_reconstruct
     from strategies.simulate import simulate
@@ -317,8 +319,7 @@ def _brief_federation(fed: dict[str, Any]) -> dict[str, Any]:
                    | {"scores": {s: {m: a["scores"][s].get(m) for m in ("psnr", "ssim", "mse")}
                                  for s in ("masked", "image") if s in a.get("scores", {})}}
                    for a in r.get("attacks", []) if a.get("attack") == "gradient"]
-        rounds.append({k: r.get(k) for k in ("round", "accuracy", "accuracy_std", "auc", "tar_far_1e-3",
-                                             "tar_far_1e-2", "top1", "train_loss", "bytes_sent", "bytes_received",
+        rounds.append({k: r.get(k) for k in ("round", *UTILITY_METRICS, "train_loss", "bytes_sent", "bytes_received",
                                              "seconds", "epsilon_max", "delta")} | {"attacks": attacks})
     return {"rounds": rounds, "status": fed.get("status"), "collapse": fed.get("collapse")}
 
@@ -372,7 +373,7 @@ def _inversion_privacy(inv: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- records
 def _num(v) -> float | None:
-    return None if v is None or (isinstance(v, float) and (math.isnan(v) or v < 0)) else float(v)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
 def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
@@ -387,9 +388,7 @@ def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     rounds = outcome["federation"]["rounds"]
     evaluated = [r for r in rounds if r.get("accuracy") is not None]
     last = evaluated[-1] if evaluated else {}
-    utility = {"accuracy": _num(last.get("accuracy")), "accuracy_std": _num(last.get("accuracy_std")),
-               "auc": _num(last.get("auc")), "tar_at_far_1e-3": _num(last.get("tar_far_1e-3")),
-               "tar_at_far_1e-2": _num(last.get("tar_far_1e-2")), "top1": _num(last.get("top1")),
+    utility = {**{k: _num(last.get(k)) for k in UTILITY_METRICS},
                "curve": [{"round": r["round"], "accuracy": _num(r.get("accuracy")),
                           "train_loss": _num(r.get("train_loss"))} for r in rounds],
                "collapse": outcome["federation"].get("collapse")}
@@ -463,9 +462,8 @@ def mean_ci(xs: list[float | None]) -> dict[str, Any] | None:
     return {"mean": m, "ci95": float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n), "n": n}
 
 
-SUMMARY_METRICS = {"accuracy": ("utility", "accuracy"), "tar_at_far_1e-3": ("utility", "tar_at_far_1e-3"),
-                   "tar_at_far_1e-2": ("utility", "tar_at_far_1e-2"), "psnr": ("privacy", "psnr"),
-                   "ssim": ("privacy", "ssim"), "cos": ("privacy", "cos"), "srra": ("privacy", "srra"),
+SUMMARY_METRICS = {ACCURACY: ("utility", ACCURACY), TAR_1E3: ("utility", TAR_1E3), TAR_1E2: ("utility", TAR_1E2),
+                   "psnr": ("privacy", "psnr"), "ssim": ("privacy", "ssim"), "cos": ("privacy", "cos"), "srra": ("privacy", "srra"),
                    "attack_top1": ("privacy", "attack_top1"), "target_top1": ("privacy", "target_top1"),
                    "floor_psnr": ("privacy", "floor_psnr"), "floor_cos": ("privacy", "floor_cos"),
                    "masking_visual": ("privacy", "masking_visual"),
@@ -549,7 +547,7 @@ def _mean_curve(curves: list[list[dict]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------- compare
 def run_compare(overrides: list[str]) -> dict[str, Any]:
     """The whole compare: plan (all checks first), run the missing cells, write the results folder."""
-    from fedface.report import compare_report
+    from fedface import compare_report
     from fedface.report.schema import validate
     from fedface.runs import machine_info
 
@@ -562,14 +560,8 @@ def run_compare(overrides: list[str]) -> dict[str, Any]:
     todo = [c for c in cells if finished(c) is None]
     log.info("compare %s: %d cells, %d finished earlier, %d to run (jobs=%d)", spec.name, len(cells),
              len(cells) - len(todo), len(todo), int(spec.jobs))
-    drawn = not os.environ.get("FEDFACE_KEY")
-    if drawn:  # one key per compare, in this process's (and its workers') env only: never written
-        os.environ["FEDFACE_KEY"] = secrets.token_hex(32)
-    try:
+    with simulation_key():  # one key per compare, in this process's (and its workers') env only: never written
         _run_cells(todo, int(spec.jobs))
-    finally:
-        if drawn:
-            os.environ.pop("FEDFACE_KEY", None)
     outcomes = []
     for c in cells:
         f = Path(c["dir"]) / "cell.json"

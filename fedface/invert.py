@@ -18,7 +18,6 @@ trap's update. Its results carry ``"malicious_weights": true``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -31,18 +30,18 @@ from torch.nn import functional as F
 
 from fedface.attacks import imprint as trap_mod
 from fedface.attacks import learned
-from fedface.attacks.decoder import DecoderConfig, reconstruct
+from fedface.models.decoder import DecoderConfig, reconstruct
 from fedface.attacks.inversion import (FacePrior, InversionConfig, head_scores, invert_centres, invert_embeddings,
-                                       invert_statistics, recorded_inversions)
+                                       invert_statistics)
 from fedface.attacks.invert_mask import to_image
 from fedface.config import check_choice, to_container
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_aux, load_configured
-from fedface.io import atomic_save_safetensors
-from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator, attack_top1, enrol,
-                                      replay_attack)
+from fedface.experiment.judge import IdentityJudge, pictures
+from fedface.experiment.keys import clients_key
+from fedface.experiment.recorded import recorded_inversions
+from fedface.metrics.identity import SAME_PERSON_DISTANCE
 from fedface.protect import build_protection, input_spec, needs_key, protection_label
-from fedface.protect.keys import ENV_VAR
 from fedface.report.grids import save_grid
 from fedface.runs import RunDir, machine_info, start
 
@@ -89,86 +88,8 @@ def load_server_view(run_dir: str | Path) -> dict[str, Any]:
             "centralized (every centre)"}
 
 
-def _key_for(cfg: DictConfig, kind: str) -> tuple[bytes | None, str | None]:
-    """The clients' key, when the experimenter has it: centralized runs use the demo key (or FEDFACE_KEY); a
-    simulation's clients drew a random key unless FEDFACE_KEY was set, so it is gone unless given again."""
-    import os
-
-    from fedface.protect.keys import load_key
-
-    if not needs_key(cfg.protect):
-        return None, None
-    if kind == "federation" and not os.environ.get(ENV_VAR):
-        return None, (f"the simulated clients' key was random and is gone (set {ENV_VAR} to the federation's key): "
-                      "SRRA and the white-box knows_key rows are n/a")
-    return load_key(None, allow_demo=True), None
-
-
 def _label(tcfg: DictConfig) -> str:
     return protection_label(to_container(tcfg.protect), to_container(tcfg.mixup) if "mixup" in tcfg else None)
-
-
-# --------------------------------------------------------------------------------------------------- scoring
-class IdentityScorer:
-    """Identity-leak scores of guesses for identities (``fedface.metrics.identity``).
-
-    ``gallery``: the true identities' images (all training images of the run's identities: the class index is the
-    label); each guess is compared with every image of its identity: ``cos`` = mean dlib cosine, ``same_person`` =
-    share of (guess, image) pairs closer than dlib's 0.6, ``top1`` = nearest dlib template among all gallery
-    identities; ``srra`` / ``target_top1`` on the target system (protection + backbone), templates enrolled from
-    the gallery (which favours the attacker a little: a leak is not understated).
-    """
-
-    def __init__(self, gallery: torch.Tensor, labels: torch.Tensor, target, seed: int, cache: Path | None):
-        self.gallery, self.labels, self.target, self.seed = gallery, labels, target, seed
-        self.independent = IndependentEvaluator()
-        self._emb = None
-        self.cache = cache
-
-    def _gallery_emb(self) -> torch.Tensor:
-        if self._emb is None:
-            digest = hashlib.sha256(self.gallery.numpy().tobytes()).hexdigest()[:16]
-            path = None if self.cache is None else self.cache / f"dlib-gallery-{digest}.safetensors"
-            if path is not None and path.exists():
-                from safetensors.torch import load_file
-                self._emb = load_file(str(path))["emb"]
-            else:
-                self._emb = self.independent.embed(self.gallery)
-                if path is not None:
-                    atomic_save_safetensors(path, {"emb": self._emb.contiguous().numpy()})
-        return self._emb
-
-    def score(self, pics: torch.Tensor, ids: torch.Tensor) -> dict[str, Any]:
-        """``pics`` (K, 1, 112, 112) in [0, 255]; ``ids`` (K,) their true identities (gallery labels)."""
-        out: dict[str, Any] = {}
-        if self.independent.available():
-            g = self._gallery_emb()
-            emb = self.independent.embed(pics)
-            cos, same = [], []
-            for e, c in zip(emb, ids.tolist()):
-                own = g[self.labels == c]
-                cos.append(float(F.cosine_similarity(e[None], own, dim=1).mean()))
-                same.append(float(((own - e[None]).norm(dim=1) < SAME_PERSON_DISTANCE).double().mean()))
-            templates, identities = enrol(g, self.labels)
-            out.update(cos=float(np.mean(cos)), same_person=float(np.mean(same)),
-                       top1=attack_top1(emb, ids, templates, identities)["top1"], chance=1 / len(identities))
-        else:
-            out["cos_unavailable"] = self.independent.reason
-        if isinstance(self.target, str):
-            out["srra_unavailable"] = self.target
-        else:
-            backbone, protection = self.target
-            r = replay_attack(backbone, protection, pics, ids, self.gallery, self.labels, seed=self.seed)
-            out.update(srra=r.get("srra"), target_top1=r.get("top1"), srra_threshold=r.get("threshold"))
-            if r.get("srra") is None:
-                out["srra_unavailable"] = r.get("unavailable")
-        return out
-
-
-def pictures(x: torch.Tensor) -> torch.Tensor:
-    """Faces in [-1, 1] at any size -> [0, 255] at 112 x 112."""
-    x = F.interpolate(x.float(), size=(112, 112), mode="bilinear", align_corners=False)
-    return (x.clamp(-1, 1) + 1) * 127.5
 
 
 # --------------------------------------------------------------------------------------------------- invert
@@ -222,7 +143,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     run = RunDir(cfg.run.dir, cfg)
     data, table, gallery, labels, aux, n_classes = _identity_data(tcfg, seed)
-    key, key_note = _key_for(tcfg, view["kind"])
+    key, key_note = clients_key(tcfg.protect, view["kind"])
     protection = build_protection(to_container(tcfg.protect), key) if key or not needs_key(tcfg.protect) else None
     if protection is not None:
         protection.fit(gallery.unsqueeze(1).float())
@@ -230,8 +151,8 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     k = min(int(acfg.identities), n_classes)
     ids = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n_classes, k, replace=False)))
     label = _label(tcfg)
-    scorer = IdentityScorer(gallery, labels, key_note if protection is None else (backbone, protection), seed,
-                            None if acfg.cache in (None, "") else Path(acfg.cache))
+    scorer = IdentityJudge(gallery, labels, key_note if protection is None else (backbone, protection), seed,
+                           None if acfg.cache in (None, "") else Path(acfg.cache))
     results: dict[str, Any] = {"command": "invert", "status": "running", "target": str(acfg.target),
                                "weights": view["weights"], "run_kind": view["kind"], "head": view["head"],
                                "protection": label, "identities": ids.tolist(), "classes": n_classes,
@@ -376,7 +297,7 @@ def face_prior(icfg: InversionConfig, aux: torch.Tensor, seed: int, cache: Path 
     if icfg.prior == "pca":
         return FacePrior(aux, icfg.components, seed), {"kind": "pca", "components": icfg.components}
     if icfg.prior == "gan":
-        from fedface.attacks.face_gan import GanConfig, gan_prior
+        from fedface.models.face_gan import GanConfig, gan_prior
 
         gcfg = GanConfig.from_cfg(icfg.gan)
         prior, facts = gan_prior(aux, gcfg, cache, progress)
@@ -506,25 +427,5 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def summarise(results: dict[str, Any]) -> str:
-    lines = ["| protection | head | attack | threat | COS (dlib) | same person | top-1 | SRRA | target top-1 | "
-             "centre cos | row precision |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in results["rows"]:
-        i = r.get("identity", {})
-        if "skipped" in r:
-            lines.append(f"| {r['protection']} | {r['head']} | {r['attack']} | {r['threat']} | skipped: "
-                         f"{r['skipped']} | | | | | | |")
-            continue
-        lines.append("| " + " | ".join([r["protection"], r["head"], r["attack"], r["threat"],
-                                        *(_f(i.get(m)) for m in ("cos", "same_person", "top1", "srra",
-                                                                 "target_top1")),
-                                        _f(r.get("centre_cos_mean")), _f(r.get("row_precision"))]) + " |")
-    return "\n".join(lines)
-
-
-def _f(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-__all__ = ["IdentityScorer", "face_prior", "load_server_view", "run_imprint", "run_invert", "summarise",
+__all__ = ["face_prior", "load_server_view", "run_imprint", "run_invert",
            "target_weights"]

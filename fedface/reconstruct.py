@@ -16,17 +16,15 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.nn import functional as F
 
 from fedface.attacks import learned
-from fedface.attacks.decoder import DecoderConfig, reconstruct, to_targets
-from fedface.centralized import client_key
+from fedface.experiment.recorded import gradient_recoveries
+from fedface.models.decoder import DecoderConfig, reconstruct, to_targets
+from fedface.experiment.judge import IdentityJudge, pictures
+from fedface.experiment.keys import clients_key
 from fedface.config import check_choice, to_container
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_aux, load_configured
-from fedface.metrics.identity import (SAME_PERSON_DISTANCE, IndependentEvaluator, attack_top1, enrol,
-                                      replay_attack)
-from fedface.metrics.scores import effect
 from fedface.protect import build_protection, protection_label
 from fedface.report.grids import save_grid
 from fedface.runs import RunDir, machine_info, start
@@ -102,22 +100,23 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     targets = to_targets(faces.unsqueeze(1).float(), size)
 
     protect_cfg, mixup_cfg = to_container(cfg.protect), to_container(cfg.mixup)
-    key = client_key(cfg.protect)
+    key, _ = clients_key(cfg.protect)  # this command trains its own protection: the centralized key
     client = build_protection(protect_cfg, key)
     client.fit(data.images[torch.as_tensor(table.train_idx)].unsqueeze(1).float())
     inputs = learned.mask(client, mixup_cfg, faces, seed + 1)
     label = protection_label(protect_cfg, mixup_cfg)
 
     backbone = _target(acfg, cfg)
-    judge = Judge(faces, labels, None if backbone is None else (backbone, client), seed)
+    judge = IdentityJudge(faces, labels, "no attack.target (the target FR system's run dir)" if backbone is None
+                          else (backbone, client), seed)
     results: dict[str, Any] = {"command": "reconstruct", "status": "running", "protection": label,
                                "data": table.summary(), "victims": len(victim_idx), "aux": len(aux),
                                "seed": seed, "machine": machine_info(), "rows": []}
     rows = results["rows"]
     floor = learned.floor_scores(aux, targets)
     rows.append({"protection": label, "attack": "mean face", "threat": "-", **floor,
-                 "identity": judge.score(_mean_face(aux, len(faces), size))})
-    results["ceiling"] = judge.score(targets)  # a perfect reconstruction's identity scores
+                 "identity": judge.score(pictures(_mean_face(aux, len(faces), size)))})
+    results["ceiling"] = judge.score(pictures(targets))  # a perfect reconstruction's identity scores
     results["masking_effect"] = judge.effect(learned.visualise(inputs, size), targets)
     grid = {"original": targets[: acfg.grid_faces], "masked": learned.visualise(inputs, size)[: acfg.grid_faces]}
     arrays = {"original": targets}
@@ -140,7 +139,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
             generators[tname, kind] = net
             recon = reconstruct(net, inputs, dropout=kind == "cgan")
             row = {"protection": label, "attack": kind, "threat": tname, **learned.pixel_scores(recon, targets),
-                   "identity": judge.score(recon), "train": {k: facts[k] for k in ("steps", "seconds", "stopped",
+                   "identity": judge.score(pictures(recon)), "train": {k: facts[k] for k in ("steps", "seconds", "stopped",
                                                                                    "pairs", "cached")},
                    "seconds": time.perf_counter() - t0}
             rows.append(row)
@@ -152,7 +151,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
             images, note = learned.white_box(attacker, inputs, aux, size, key_known=True)
             if images is not None:
                 rows.append({"protection": label, "attack": "white-box", "threat": tname,
-                             **learned.pixel_scores(images, targets), "identity": judge.score(images),
+                             **learned.pixel_scores(images, targets), "identity": judge.score(pictures(images)),
                              "note": note})
                 grid[f"white-box ({tname})"] = images[: acfg.grid_faces]
                 arrays[f"white-box-{tname}"] = images
@@ -169,56 +168,6 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-class Judge:
-    """Identity scores of reconstructions of the victims (``fedface.metrics.identity``).
-
-    COS and attack top-1 under the independent face model (dlib), SRRA (and top-1) on the target system when
-    ``attack.target`` is given. Enrolment uses the victims' own originals -- the reconstructed image among them --
-    which favours the attacker a little: a leak is not understated.
-    """
-
-    def __init__(self, faces: torch.Tensor, labels: torch.Tensor, target, seed: int):
-        self.faces, self.labels, self.target, self.seed = faces, labels, target, seed
-        self.independent = IndependentEvaluator()
-        self._enrolled = None
-
-    @staticmethod
-    def pictures(x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] faces at any size -> [0, 255] at 112 x 112, what a replay would present."""
-        x = F.interpolate(x.float(), size=(112, 112), mode="bilinear", align_corners=False)
-        return ((x.clamp(-1, 1) + 1) * 127.5)
-
-    def score(self, recon: torch.Tensor) -> dict[str, Any]:
-        pics = self.pictures(recon)
-        out: dict[str, Any] = {}
-        if self.independent.available():
-            if self._enrolled is None:  # the originals' descriptors and templates, once per run
-                emb = self.independent.embed(self.faces)
-                self._enrolled = (emb, *enrol(emb, self.labels))
-            originals, templates, identities = self._enrolled
-            emb = self.independent.embed(pics)
-            out["cos"] = float(F.cosine_similarity(emb, originals, dim=1).mean())
-            out["same_person"] = float(((emb - originals).norm(dim=1) < SAME_PERSON_DISTANCE).double().mean())
-            out["top1"] = attack_top1(emb, self.labels, templates, identities)["top1"]
-        else:
-            out["cos_unavailable"] = self.independent.reason
-        if self.target is None:
-            out["srra_unavailable"] = "no attack.target (the target FR system's run dir)"
-        else:
-            backbone, protection = self.target
-            replay = replay_attack(backbone, protection, pics, self.labels, self.faces, self.labels, seed=self.seed)
-            out["srra"], out["target_top1"] = replay.get("srra"), replay.get("top1")
-            out["srra_threshold"] = replay.get("threshold")
-            if replay.get("srra") is None and replay.get("unavailable"):
-                out["srra_unavailable"] = replay["unavailable"]
-        return out
-
-    def effect(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        """Paper 001's masking effect of the visualised masked data (1 - SSIM, 1 - COS under dlib)."""
-        embedder = self.independent.embed if self.independent.available() else None
-        return effect((images + 1) * 127.5, (targets + 1) * 127.5, 255.0, embedder)
-
-
 def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torch.Tensor,
                       size: int) -> list[dict[str, Any]]:
     """Issue 8 (b): the generators applied to what gradient inversion recovered in a federation run of the same
@@ -228,7 +177,7 @@ def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torc
     run_cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     _same_protection(cfg, run_cfg)
     rows, grid = [], {}
-    for rec in learned.gradient_recoveries(Path(run_dir)):
+    for rec in gradient_recoveries(Path(run_dir)):
         truth = to_targets(rec["pixels"], size)
         tname = "knows_key" if "knows_key" in rec["threat"] else "server"
         base = {"threat": rec["threat"], "round": rec["round"], "node": rec["node"], "faces": len(truth),

@@ -31,7 +31,7 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
 from flwr.supercore.differential_privacy import compute_stdv
 
 from fedface.federation.central_dp import CentralDP, clamp_variances, noise_seed
-from strategies.records import ARRAYS, CONFIG, METRICS, from_record, to_record
+from clients.records import ARRAYS, CONFIG, METRICS, from_record, to_record
 
 #: metric the server sets to 1 on every reply under central DP: FedAvg then weights clients uniformly
 UNIFORM_WEIGHT = "dp-uniform-weight"

@@ -1,11 +1,11 @@
 """attack=imprint inside the federation: the malicious server's trap for ONE node per attacked round.
 
 ``send`` replaces the target node's train message by a modified one -- the run config with ``model.imprint.bins``
-(the client then builds its backbone with the trap, ``fedface.attacks.imprint.install_trap``), the global arrays plus
+(the client then builds its backbone with the trap, ``fedface.models.trap.install_trap``), the global arrays plus
 the trap's (``backbone.trap.*``) and a one-step round (``steps=1``: the trap's update is then one gradient) -- and
 leaves every other node's message as it was. ``receive`` takes the target's reply out of the replies (it trained
 another model: it is not averaged), reads its inputs from the trap's update and scores them against the client's
-recorded ground truth (``fedface.attacks.ground_truth``; the experimenter's, never the server's). Writes
+recorded ground truth (``fedface.experiment.ground_truth``; the experimenter's, never the server's). Writes
 ``attacks/round-R/node-N/imprint.{safetensors,json}``.
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from fedface.attacks import imprint as trap_mod
-from fedface.attacks.ground_truth import ground_truth_path, load_ground_truth
-from fedface.attacks.scoring import ground_truth_dir
+from fedface.experiment.ground_truth import ground_truth_path, load_ground_truth
+from fedface.experiment.scoring import ground_truth_dir
 from fedface.attacks.threat import AttackConfig
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.protect import input_spec
-from strategies.records import ARRAYS, CONFIG, RUN_CONFIG, from_record, to_record
+from clients.records import ARRAYS, CONFIG, RUN_CONFIG, from_record, to_record
 
 log = logging.getLogger(__name__)
 

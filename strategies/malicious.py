@@ -2,7 +2,7 @@
 
 It uses only what the threat model grants (``fedface.attacks.threat``): the arrays it sent, each reply's arrays,
 policy update and metrics, and its own run config. It never reads client objects or simulation internals; the
-client-side ground truth (``fedface.attacks.ground_truth``) is read by the scorer only -- and by the labelled
+client-side ground truth (``fedface.experiment.ground_truth``) is read by the scorer only -- and by the labelled
 ``knows_seed`` / ``knows_labels`` upper bounds, for labels and MixUp structure. Training is not changed: attacks run
 on copies, then the honest aggregation runs on the untouched replies.
 
@@ -20,11 +20,10 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from fedface.attacks.inversion import attack_observation
-from fedface.attacks.scoring import attack_and_score, policy_channel_and_score
+from fedface.experiment.scoring import attack_and_score, inversion_and_score, policy_channel_and_score
 from fedface.attacks.threat import AttackConfig, Observation
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, SecureSum
-from strategies.records import ARRAYS, METRICS, POLICY_UPDATE, from_record
+from clients.records import ARRAYS, METRICS, POLICY_UPDATE, from_record
 from strategies.strategy import FedFaceAvg
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ class MaliciousFedFaceAvg(FedFaceAvg):
         out = []
         if self.attack.name == "inversion":  # model inversion of the returned weights
             try:
-                out.append(attack_observation(obs, run_config, self.attack.inversion, self.attack.identities,
+                out.append(inversion_and_score(obs, run_config, self.attack.inversion, self.attack.identities,
                                               self.run_dir))
             except Exception as err:  # an attack must never stop the federation
                 log.warning("round %d: inversion of node %s failed: %s", server_round, obs.node, err)

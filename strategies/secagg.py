@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
@@ -31,7 +30,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp import Grid
 
 from fedface.federation.secagg import SERVER_RECEIVED, Layout, SecAgg, decode
-from strategies.records import (ARRAYS, CONFIG, POLICY, SECAGG_CLIPPED, SECAGG_LAYOUT, SECAGG_NAMES, from_record,
+from clients.records import (ARRAYS, CONFIG, POLICY, SECAGG_CLIPPED, SECAGG_LAYOUT, SECAGG_NAMES, from_record,
                                 to_record)
 from strategies.strategy import FedFaceAvg
 

@@ -32,7 +32,7 @@ from fedface.protect import input_spec
 from fedface.train.collapse import is_collapsed, stalled
 from fedface.train.loop import round_margin_scale
 from strategies.central_dp import build_central_dp
-from strategies.records import from_record, to_record
+from clients.records import from_record, metrics_of, to_record
 from strategies.malicious import MaliciousFedFaceAvg
 from strategies.secagg import SecAggRound
 from strategies.strategy import FedFaceAvg
@@ -171,7 +171,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             metrics = strategy.aggregate_evaluate(rnd, grid.send_and_receive(eval_msgs,
                                                                             timeout=float(fed["round_timeout"])))
             if metrics is not None:
-                record.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
+                record.update({k: v for k, v in metrics_of(metrics).items() if k != "num-examples"})
         record["seconds"] = time.perf_counter() - t0
         if policy is not None:
             record["policy_baseline"] = strategy.baseline

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +11,18 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig
 
-from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
-from fedface.attacks.scoring import ground_truth_dir
+from fedface.experiment.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+from fedface.experiment.keys import simulation_key
+from fedface.experiment.scoring import ground_truth_dir
 from fedface.federation.policy import ENV_VAR as POLICY_ENV, write_policy
 from fedface.federation.ray_cluster import RayConfig, cluster_address, connect
 from fedface.federation.setup import prepare_federation
 from fedface.io import atomic_write_json
-from fedface.protect import needs_key
-from fedface.protect.keys import ENV_VAR
 from fedface.runs import RunDir
 from strategies.server_loop import run_federation
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.005  # how often the simulated server looks for replies
-
-
-def simulated_clients_key(cfg: dict[str, Any]) -> None:
-    """Simulated clients read the key from their environment like real ones. Without FEDFACE_KEY, a fresh random
-    key is generated for this simulation's clients: never written to the config, never sent, lost afterwards."""
-    if needs_key(cfg["protect"]) and not os.environ.get(ENV_VAR):
-        os.environ[ENV_VAR] = secrets.token_hex(32)
-        log.info("simulation: generated a random federation key for the simulated clients (set %s to choose one)",
-                 ENV_VAR)
 
 
 def server_app_for(cfg: dict[str, Any], run_dir: Path) -> ServerApp:
@@ -66,7 +55,6 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     address = cluster_address(ray)  # an unreachable cluster is one line here, before any data is read
     plain = prepare_federation(cfg)
     run = RunDir(cfg.run.dir, cfg)
-    simulated_clients_key(plain)
     # the simulated nodes' privacy policy: federation.node_policy, else the experimenter's own config (one file for
     # all nodes); the run config the server sends them only requests (fedface.federation.policy)
     os.environ[POLICY_ENV] = str(plain["federation"].get("node_policy")
@@ -77,11 +65,12 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.WARNING)
     flwr_log.propagate = False  # flwr prints its records with its own handler; the root's would print them twice
-    cluster = connect(ray, address)
-    log.info("simulation: %d virtual clients on Ray (%s): %d node(s), %g CPUs", plain["federation"]["num_clients"],
-             cluster["address"], cluster["nodes"], cluster["cpus"])
-    run_simulation(server_app=server_app_for(plain, run.path), client_app=client_app,
-                   num_supernodes=int(plain["federation"]["num_clients"]), backend_config=backend_config(plain))
+    with simulation_key(plain["protect"]):  # before connect: a cluster's workers get the clients' env from it
+        cluster = connect(ray, address)
+        log.info("simulation: %d virtual clients on Ray (%s): %d node(s), %g CPUs", plain["federation"]["num_clients"],
+                 cluster["address"], cluster["nodes"], cluster["cpus"])
+        run_simulation(server_app=server_app_for(plain, run.path), client_app=client_app,
+                       num_supernodes=int(plain["federation"]["num_clients"]), backend_config=backend_config(plain))
     results_file = run.path / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     if results.get("status") != "done":

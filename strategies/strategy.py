@@ -26,8 +26,8 @@ from fedface.federation.params import examples_problem, update_problem
 from fedface.federation.secagg import SecureSum
 from fedface.mixup import PolicyUpdate, server_step
 from fedface.protect.keys import same_fingerprint
-from strategies.records import (ARRAYS, CONFIG, KEY_FINGERPRINT, KEY_NONCE, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG,
-                                decode, from_record, record_bytes, to_record)
+from clients.records import (ARRAYS, CONFIG, KEY_FINGERPRINT, KEY_NONCE, METRICS, POLICY, POLICY_UPDATE, RUN_CONFIG,
+                                decode, from_record, metrics_of, record_bytes, to_record)
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ class FedFaceAvg(FedAvg):
         self.last_round.update(received=len(ok), failed=failed, bytes_received=received,
                                k_counts=np.asarray(k_hist).tolist() if np.size(k_hist) else [])
         # protect=dp_sgd: each client's epsilon (at delta) so far -- kept per node, as FedAvg would average it
-        eps = {str(r.metadata.src_node_id): float(r.content[METRICS]["epsilon"]) for r in ok
+        eps = {str(r.metadata.src_node_id): metrics_of(r.content[METRICS])["epsilon"] for r in ok
                if "epsilon" in r.content[METRICS]}
         if eps:
-            values = [None if e < 0 else e for e in eps.values()]  # -1: infinite (noise_multiplier = 0)
-            self.last_round.update(epsilons={n: v for n, v in zip(eps, values)},
+            values = list(eps.values())  # None: infinite (noise_multiplier = 0)
+            self.last_round.update(epsilons=eps,
                                    epsilon_max=None if None in values else max(values),
                                    delta=float(ok[0].content[METRICS]["delta"]))
         if len(ok) < self.min_train_nodes:

@@ -15,7 +15,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity  # internal, but Message() needs a run id outside a runtime
 
 from fedface.federation.policy import NODE_KEY, write_policy
-from strategies.records import RUN_CONFIG
+from clients.records import RUN_CONFIG
 
 
 class LocalGrid(Grid):

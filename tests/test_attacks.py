@@ -1,7 +1,6 @@
 """Malicious server I: label inference, the differentiable replay, exact replay from the seed, the wrapper strategy."""
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 from clients.client_app import app as client_app
-from fedface.attacks.ground_truth import ENV_VAR as GT_ENV
+from fedface.experiment.ground_truth import ENV_VAR as GT_ENV
 from fedface.attacks.gradient import InversionConfig, Plan, infer_labels, invert, idlg_label
 from fedface.attacks.replay import LossModel, Optimiser, Step, state_of, trainable_names, unroll
 from fedface.config import compose_config
@@ -109,7 +108,7 @@ def test_replay_from_true_data_and_the_clients_seed_gives_the_returned_weights_e
 
 
 def test_gradient_inversion_recovers_a_single_image_of_a_small_convnet():
-    """DLG's setting in miniature (the full fixture is scripts/attack_fixture.py): LeNet with DLG's uniform init,
+    """DLG's setting in miniature (the full fixture is scripts/diagnostics/attack_fixture.py): LeNet with DLG's uniform init,
     one 16 x 16 image, L2 matching by L-BFGS."""
     torch.manual_seed(0)
     net = ConvNet(size=16, num_classes=4, width=12)
@@ -189,21 +188,20 @@ def test_a_local_head_is_optimised_jointly(tmp_path, monkeypatch):
 def test_the_colluding_clients_key_gives_the_clients_shuffle1(monkeypatch):
     """``knows_key``: the white-box inversion must use the clients' Shuffle1. The clients parse FEDFACE_KEY's 64 hex
     digits as 32 bytes; the scorer once took the 64 characters, i.e. another permutation."""
-    from fedface.attacks.scoring import colluders_key
-    from fedface.attacks.threat import ThreatModel
+    from fedface.experiment.keys import colluders_key
     from fedface.freq import shuffle1_permutation
     from fedface.protect.keys import load_key
 
     monkeypatch.setenv("FEDFACE_KEY", "3c" * 32)
     clients = shuffle1_permutation(load_key(None), 35)
-    assert torch.equal(shuffle1_permutation(colluders_key(ThreatModel(knows_key=True)), 35), clients)
-    assert colluders_key(ThreatModel()) is None
+    assert torch.equal(shuffle1_permutation(colluders_key("ppfr_fd", knows_key=True), 35), clients)
+    assert colluders_key("ppfr_fd", knows_key=False) is None
 
 
 def test_ground_truth_reaches_only_the_threats_that_grant_it(tmp_path, monkeypatch):
     """The scorer reads the clients' recorded steps; the attack itself gets them only under knows_labels/knows_seed
     (labelled upper bounds), never as the plain server or the colluding-key variant."""
-    import fedface.attacks.scoring as scoring
+    import fedface.experiment.scoring as scoring
 
     seen = {}
     real = scoring.attack_update

@@ -13,7 +13,7 @@ from fedface.config import compose_config
 from fedface.federation.central_dp import PRIVACY_AGAINST_SERVER, CentralDP, central_dp, update_norm
 from fedface.federation.setup import prepare_federation
 from strategies.central_dp import build_central_dp
-from strategies.records import ARRAYS, CONFIG, METRICS, from_record, to_record
+from clients.records import ARRAYS, CONFIG, METRICS, from_record, to_record
 from strategies.server_loop import run_federation
 from tests.local_grid import LocalGrid
 

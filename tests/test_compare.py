@@ -10,7 +10,7 @@ import pytest
 
 from fedface import compare
 from fedface.cli import main
-from fedface.report import compare_report
+from fedface import compare_report
 from fedface.report.schema import RESULTS, describe, validate
 
 from conftest import needs_data

@@ -6,7 +6,8 @@ import torch
 
 from conftest import REPO, needs_data
 from fedface.attacks import learned
-from fedface.attacks.decoder import DecoderConfig, UNet, reconstruct, to_targets, train
+from fedface.experiment.recorded import gradient_recoveries
+from fedface.models.decoder import DecoderConfig, UNet, reconstruct, to_targets, train
 from fedface.protect import build_protection
 
 
@@ -123,7 +124,7 @@ def _fake_gradient_run(folder):
     are the true ones, and that client's recorded ground truth."""
     from omegaconf import OmegaConf
 
-    from fedface.attacks.ground_truth import save_ground_truth
+    from fedface.experiment.ground_truth import save_ground_truth
     from fedface.data.sources import load_configured
     from fedface.io import atomic_save_safetensors
     from fedface.train.loop import StepRecord
@@ -161,8 +162,8 @@ def test_gradient_recoveries_empty_only_when_every_gradient_attack_was_skipped(t
 
     skipped = [{"node": "aggregate", "attack": "gradient", "skipped": "above attack.gradient.max_inputs=128"},
                {"node": "aggregate", "attack": "policy", "skipped": "the policy update is zero"}]
-    assert learned.gradient_recoveries(run(skipped)) == []
+    assert gradient_recoveries(run(skipped)) == []
     with pytest.raises(FileNotFoundError, match="attack.recovered="):
-        learned.gradient_recoveries(run([]))
+        gradient_recoveries(run([]))
     with pytest.raises(FileNotFoundError, match="attack.recovered="):
-        learned.gradient_recoveries(run([*skipped, {"node": "7", "attack": "gradient", "scores": {}}]))
+        gradient_recoveries(run([*skipped, {"node": "7", "attack": "gradient", "scores": {}}]))

@@ -17,11 +17,12 @@ from fedface.federation.setup import prepare_federation
 from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head
 from fedface.protect import build_protection
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
 from fedface.train import TrainConfig, train_local
-from fedface.train.dp import check_config, epsilon, make_accountant
-from fedface.train.loop import fr_loss
-from strategies.records import DP_HISTORY
+from fedface.protect.dp import check_config
+from fedface.train.dp import epsilon, make_accountant
+from fedface.models.arcface import fr_loss
+from clients.records import DP_HISTORY
 from strategies.server_loop import run_federation
 from tests.local_grid import LocalGrid
 
@@ -203,7 +204,7 @@ def test_compare_grid_runs_dp_sgd_at_three_noise_levels_on_one_group_norm_backbo
 
 def test_compare_records_and_tables_carry_the_dp_epsilon():
     from fedface import compare
-    from fedface.report.compare_report import row_name
+    from fedface.compare_report import row_name
     from fedface.report.schema import RECORD, SUMMARY, validate
 
     def outcome(protection, rounds):

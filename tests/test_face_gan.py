@@ -1,10 +1,10 @@
-"""The DCGAN face prior for model inversion (fedface/attacks/face_gan.py)."""
+"""The DCGAN face prior for model inversion (fedface/models/face_gan.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fedface.attacks.face_gan import GanConfig, Generator, faces_for, gan_prior, train_gan
+from fedface.models.face_gan import GanConfig, Generator, faces_for, gan_prior, train_gan
 from fedface.attacks.inversion import InversionConfig, head_scores, invert_centres
 
 SMALL = {"latent": 8, "size": 16, "width": 8, "batch_size": 32, "lr": 1e-3}

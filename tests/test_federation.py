@@ -17,7 +17,7 @@ from fedface.federation.checkpoint import load_checkpoint
 from fedface.federation.setup import prepare_federation
 from fedface.freq import bdct
 from fedface.freq.ppfr import _SHUFFLE1_CONTEXT, shuffle1_permutation
-from strategies.records import from_record
+from clients.records import from_record
 from strategies.server_loop import run_federation
 from tests.local_grid import LocalGrid
 
@@ -335,7 +335,7 @@ def test_a_server_cannot_weaken_a_nodes_protection(tmp_path, weaker, reason):
     train message: no reply carries anything but the refusal, so no raw pixel can leave."""
     from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
-    from strategies.records import CONFIG, RUN_CONFIG
+    from clients.records import CONFIG, RUN_CONFIG
 
     honest = prepare_federation(compose_config([*SMALL, f"run.dir={tmp_path}", *HONEST]))
     grid = LocalGrid(client_app, 3, {"shuffle-key": KEY_HEX}, policy=honest)

@@ -147,3 +147,25 @@ def test_unavailable_evaluator_reports_why(monkeypatch, broken):
     assert ev.score(faces, faces) == {"evaluator": "dlib_resnet_v1", "unavailable": ev.reason}
     with pytest.raises(EvaluatorUnavailable):
         ev.embed(faces)
+
+
+@needs_data("lfwa")
+def test_the_identity_judge_scores_a_person_and_a_pairing(evaluator, tmp_path):
+    """``fedface.experiment.judge``: a guess is judged against every image of its person, a reconstruction against
+    its own image; a wrong person scores lower both ways; without a target system SRRA names why."""
+    from fedface.experiment.judge import IdentityJudge
+
+    gallery = torch.stack([lfwa("Akhmed_Zakayev", 1), lfwa("Akhmed_Zakayev", 3), lfwa("Dean_Barker", 1)])
+    labels = torch.tensor([0, 0, 1])
+    judge = IdentityJudge(gallery, labels, "no target here", seed=0, cache=tmp_path)
+    guess = gallery[1:2, None].float()  # a picture of person 0
+    right, wrong = judge.score(guess, torch.tensor([0])), judge.score(guess, torch.tensor([1]))
+    assert right["cos"] > wrong["cos"] and right["top1"] == 1.0 and wrong["top1"] == 0.0
+    assert right["srra_unavailable"] == "no target here" and right["chance"] == 0.5
+    paired = judge.score(gallery[:, None].float())  # each picture is its own gallery image
+    assert paired["cos"] > 0.999 and paired["same_person"] == 1.0 and paired["top1"] == 1.0
+    shifted = judge.score(gallery[[2, 0, 1], None].float())  # picture i is not a reconstruction of image i
+    assert shifted["cos"] < paired["cos"] and shifted["same_person"] < 1.0
+    assert list(tmp_path.glob("dlib-gallery-*.safetensors"))  # the gallery's descriptors are cached
+    again = IdentityJudge(gallery, labels, "no target here", seed=0, cache=tmp_path).score(guess, torch.tensor([0]))
+    assert again["cos"] == pytest.approx(right["cos"])

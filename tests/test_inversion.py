@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from fedface.attacks import imprint
+from fedface.models.trap import Imprinted, ImprintLayer
 from fedface.attacks.inversion import (BNStatistics, FacePrior, InversionConfig, head_scores, invert_centres,
                                        invert_statistics)
 from fedface.models import build_backbone, build_head
 from fedface.protect import build_protection, input_spec
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
 from fedface.train.loop import TrainConfig, train_local
 
 
@@ -98,7 +99,7 @@ def test_imprint_recovers_inputs_exactly_on_a_constructed_case():
     w = torch.zeros(64)
     w[0] = 1.0  # measurement = the first pixel; construct inputs with distinct, well separated values
     x[:, 0, 0, 0] = torch.tensor([-3.0, -1.0, 1.0, 3.0])
-    trap = imprint.ImprintLayer(shape, w, torch.tensor([-10.0, -2.0, 0.0, 2.0]), torch.randn(64))
+    trap = ImprintLayer(shape, w, torch.tensor([-10.0, -2.0, 0.0, 2.0]), torch.randn(64))
     body = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
     model = nn.Sequential(trap, body)
     loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
@@ -136,7 +137,7 @@ def test_honest_clients_unaffected_unless_malicious_weights():
     trap = imprint.build_trap((1, 112, 112), torch.rand(50, 1, 112, 112), bins=8)
     assert imprint.malicious_model(backbone, trap, malicious_weights=False) is backbone
     sent = imprint.malicious_model(backbone, trap, malicious_weights=True)
-    assert sent is not backbone and isinstance(sent, imprint.Imprinted)
+    assert sent is not backbone and isinstance(sent, Imprinted)
     assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(),
                                                  sent.backbone.state_dict().values()))
     with pytest.raises(ValueError, match="trap"):
@@ -252,8 +253,8 @@ def test_federated_inversion_is_recorded_and_never_alters_the_aggregated_model(t
 # --------------------------------------------------------------------------- malicious weights inside the federation
 def _federate_grid(tmp_path, extra, monkeypatch):
     from clients.client_app import app as client_app
-    from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
-    from fedface.attacks.scoring import ground_truth_dir
+    from fedface.experiment.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+    from fedface.experiment.scoring import ground_truth_dir
     from fedface.config import compose_config
     from fedface.federation.setup import prepare_federation
     from fedface.runs import RunDir
@@ -279,7 +280,7 @@ def test_imprint_in_the_federation_traps_one_node_and_is_labelled(tmp_path, monk
         pytest.skip("LFW-a (the server's auxiliary faces for the trap's thresholds) not found")
     import numpy as np
 
-    from strategies.records import ARRAYS
+    from clients.records import ARRAYS
 
     over = [f"protect={protect}", "federation.head=local"]
     honest, hgrid = _federate_grid(tmp_path / "honest", over, monkeypatch)

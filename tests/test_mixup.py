@@ -11,7 +11,7 @@ from fedface.mixup import PolicyNet, build_mixer, mix_weights, mixup, policy_opt
 from fedface.models import build_backbone, build_head, count_parameters
 from fedface.models.arcface import soft_targets
 from fedface.protect import build_protection
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
 from fedface.protect.keys import DEMO_KEY
 from fedface.train import TrainConfig, train_local
 

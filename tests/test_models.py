@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fedface.models import ArcFace, build_backbone, build_head
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
 
 
 def _head_with(centres, s=64.0, m=0.5, **kw):

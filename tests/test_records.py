@@ -1,4 +1,4 @@
-"""The wire codec (strategies/records.py) and the server's FedAvg: byte- and bit-identical to Flower's own."""
+"""The wire codec (clients/records.py) and the server's FedAvg: byte- and bit-identical to Flower's own."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore.task_identity import TaskIdentity
 
-from strategies.records import ARRAYS, METRICS, decode, encode, from_record, to_record
+from clients.records import ARRAYS, METRICS, decode, encode, from_record, to_record
 from strategies.strategy import FedFaceAvg
 
 CASES = [np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), np.arange(5, dtype=np.int64),
@@ -55,3 +55,16 @@ def test_server_fedavg_is_bit_identical_to_flowers():
         assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()
     assert metrics["train_loss"] == pytest.approx(sum(n * n / 3 for n in (7, 13, 29)) / 49)
     assert isinstance(ours, ArrayRecord)
+
+
+def test_a_missing_metric_crosses_the_wire_as_none():
+    """A MetricRecord holds numbers only: a utility number that does not exist (None) travels as MISSING and comes
+    back None; only optional metrics may be missing, and a real -1.0 of another metric stays -1.0."""
+    from clients.records import MISSING, metric_record, metrics_of
+
+    sent = {"accuracy": 0.91, "tar_at_far_1e-3": None, "epsilon": None, "head-row-cosine": -1.0}
+    record = metric_record(sent)
+    assert record["tar_at_far_1e-3"] == MISSING
+    assert metrics_of(record) == sent
+    with pytest.raises(ValueError, match="train_loss"):
+        metric_record({"train_loss": None})

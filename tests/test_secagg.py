@@ -16,7 +16,7 @@ from fedface.federation.client import ClientTask
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, SERVER_RECEIVED, secagg_settings
 from fedface.federation.setup import prepare_federation
 from fedface.mixup import merge_updates
-from strategies.records import METRICS, POLICY_UPDATE, SECAGG_CLIPPED
+from clients.records import METRICS, POLICY_UPDATE, SECAGG_CLIPPED
 from strategies.secagg import SecAggRound
 from strategies.strategy import FedFaceAvg
 from strategies.server_loop import run_federation
@@ -146,7 +146,7 @@ ATTACK = ["attack.max_clients=1", "attack.threats=[{}]", "federation.local_steps
 
 
 def test_malicious_server_attacks_the_aggregate_and_records_per_client_attacks_unavailable(tmp_path, monkeypatch):
-    from fedface.attacks.ground_truth import ENV_VAR
+    from fedface.experiment.ground_truth import ENV_VAR
 
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "ground_truth"))  # the clients record what they trained on
     res, _ = _run(tmp_path, ["attack=gradient", "attack.gradient.iterations=5", *ATTACK, *MASKED, "federation.rounds=2",
@@ -163,7 +163,7 @@ def test_malicious_server_attacks_the_aggregate_and_records_per_client_attacks_u
 
 
 def test_gradient_attack_on_an_aggregate_above_the_memory_bound_is_skipped_saying_why(tmp_path, monkeypatch):
-    from fedface.attacks.ground_truth import ENV_VAR
+    from fedface.experiment.ground_truth import ENV_VAR
 
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "ground_truth"))
     res, _ = _run(tmp_path, ["attack=gradient", "attack.gradient.iterations=5", "attack.gradient.max_inputs=4",

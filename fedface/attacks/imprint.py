@@ -19,9 +19,9 @@ decoder. The thresholds are quantiles of m over the attacker's *own* auxiliary f
 Honest clients are never affected: ``malicious_model`` returns the model untouched unless ``malicious_weights`` is on,
 and results of such runs carry ``"malicious_weights": true``.
 
-Inside a federation (``fedface simulate attack=imprint``, ``strategies/malicious.py``) the client builds its model
-from the run config the server sends with every message. The malicious server sends ONE target node, in an attacked
-round, a run config whose ``model.imprint.bins`` asks for the trap (``install_trap``: a ``trap`` submodule of the
+Inside a federation (``fedface simulate attack=imprint``, ``strategies/malicious.py``; research mode, run only by
+nodes whose policy sets ``allow_trap``) the malicious server sends ONE target node, in an attacked round, a run config
+whose ``model.imprint.bins`` asks for the trap (``fedface.models.trap.install_trap``: a ``trap`` submodule of the
 backbone applied to its input, so its tensors travel as ``backbone.trap.*`` like any other weight), the trap's
 weights (``trap_arrays``) and a one-step round; it reads the inputs back from that node's reply
 (``read_reply``) and leaves that reply out of FedAvg. Every other node gets the honest message.
@@ -36,47 +36,7 @@ import torch
 from torch import nn
 
 from fedface.metrics.image import psnr
-
-
-class ImprintLayer(nn.Module):
-    """Trap layer for inputs of ``shape`` (C, H, W): ``bins`` rows of measurement ``w`` with thresholds."""
-
-    def __init__(self, shape: tuple[int, int, int], measurement: torch.Tensor, thresholds: torch.Tensor,
-                 direction: torch.Tensor):
-        super().__init__()
-        d = int(np.prod(shape))
-        if measurement.numel() != d or direction.numel() != d:
-            raise ValueError(f"imprint: measurement/direction must have {d} elements for input shape {shape}")
-        t = torch.as_tensor(thresholds, dtype=torch.float32).flatten()
-        if len(t) < 2 or bool((t[1:] <= t[:-1]).any()):
-            raise ValueError("imprint: thresholds must be strictly increasing, at least 2")
-        self.shape = tuple(shape)
-        self.weight = nn.Parameter(measurement.float().flatten().repeat(len(t), 1))  # (N, D)
-        self.bias = nn.Parameter(-t.clone())  # (N,)
-        self.register_buffer("direction", direction.float().flatten().clone())  # v (D,)
-
-    @property
-    def bins(self) -> int:
-        return self.weight.shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(torch.nn.functional.linear(x.flatten(1), self.weight, self.bias))  # (B, N)
-        return x + (h.sum(1, keepdim=True) * self.direction).view(x.shape)
-
-
-class Imprinted(nn.Module):
-    """The model a malicious server sends: trap layer, then the honest backbone (``.trap``, ``.backbone``)."""
-
-    def __init__(self, trap: ImprintLayer, backbone: nn.Module):
-        super().__init__()
-        self.trap, self.backbone = trap, backbone
-
-    @property
-    def embedding_size(self) -> int:
-        return self.backbone.embedding_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.trap(x))
+from fedface.models.trap import Imprinted, ImprintLayer
 
 
 def build_trap(shape: tuple[int, int, int], aux_inputs: torch.Tensor, bins: int, seed: int = 0,
@@ -148,20 +108,6 @@ def recovery_rate(candidates: torch.Tensor, truth: torch.Tensor, threshold_db: f
 
 
 # --------------------------------------------------------------------------------------------------- in a federation
-#: backbone state names of the trap once installed (``install_trap``); they travel as ``backbone.trap.*``
-TRAP_NAMES = ("trap.weight", "trap.bias", "trap.direction")
-
-
-def install_trap(backbone: nn.Module, shape: tuple[int, int, int], bins: int) -> nn.Module:
-    """Give ``backbone`` a ``trap`` submodule (placeholder weights, to be loaded) applied to its input: what a client
-    builds when the run config it received says ``model.imprint.bins``. Returns the same backbone."""
-    d = int(np.prod(shape))
-    trap = ImprintLayer(tuple(shape), torch.zeros(d), torch.arange(int(bins), dtype=torch.float32), torch.zeros(d))
-    backbone.add_module("trap", trap)
-    backbone.register_forward_pre_hook(lambda module, args: (module.trap(args[0]), *args[1:]))
-    return backbone
-
-
 def trap_arrays(trap: ImprintLayer) -> dict[str, np.ndarray]:
     """The trap as the named arrays a client loads into an ``install_trap`` backbone."""
     return {f"backbone.trap.{k}": v.detach().cpu().numpy().copy() for k, v in trap.state_dict().items()}
@@ -200,5 +146,4 @@ def read_reply(trap_sent: dict[str, np.ndarray], returned: dict[str, np.ndarray]
     return recover(gw, gb, tuple(shape))
 
 
-__all__ = ["ImprintLayer", "Imprinted", "TRAP_NAMES", "build_trap", "install_trap", "malicious_model", "read_reply",
-           "recover", "recovery_rate", "server_trap", "trap_arrays", "trap_gradients"]
+__all__ = ["build_trap", "malicious_model", "read_reply", "recover", "recovery_rate", "server_trap", "trap_arrays", "trap_gradients"]

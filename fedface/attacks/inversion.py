@@ -10,12 +10,12 @@ target, Zhang et al. 2020, Chen et al. 2021 -- cited by paper 001), with image p
   input are pulled to that layer's running mean / variance -- which the server holds with ``federation.bn=federated``;
 - a low-resolution parameterisation (``scale``; pixels only) and random jitter / flips (DeepInversion);
 - a face prior trained on the attacker's auxiliary faces (``prior``): the latent of a generator is optimised instead
-  of pixels -- eigenfaces (``FacePrior``, a linear generator) or a DCGAN (``fedface.attacks.face_gan``, GMI's prior);
+  of pixels -- eigenfaces (``FacePrior``, a linear generator) or a DCGAN (``fedface.models.face_gan``, GMI's prior);
 - for self-normalised frequency inputs, each channel of the optimised tensor is re-standardised in the forward pass
   (the real ``model_input`` is, by construction).
 
 A frequency-space result is mapped to a picture afterwards: white-box (``invert_mask.to_image``, with the key) or by
-the learned decoder of ``fedface.attacks.decoder`` (trained on the attacker's auxiliary faces through the protection).
+the learned decoder of ``fedface.models.decoder`` (trained on the attacker's auxiliary faces through the protection).
 
 With ``head=local`` no centre leaves the clients. ``invert_statistics`` is what the backbone alone still gives: inputs
 matching the BatchNorm statistics only (the federation's feature statistics -- an average over all clients, no
@@ -55,7 +55,7 @@ class InversionConfig:
     standardize: bool | None = None  # re-standardise each channel (None: yes for multi-channel inputs)
     prior: str = "pca"        # pictures: pca (aux eigenfaces) | gan (a DCGAN on the aux faces) | free (low-res pixels)
     components: int = 64      # pca: number of eigenfaces (coefficients are unit-variance; l2 = Gaussian prior)
-    gan: Mapping[str, Any] | None = None  # gan: fedface.attacks.face_gan.GanConfig (None: its defaults)
+    gan: Mapping[str, Any] | None = None  # gan: fedface.models.face_gan.GanConfig (None: its defaults)
     seed: int = 0
     max_seconds: float = 600.0
 
@@ -64,7 +64,7 @@ class InversionConfig:
         out = cls(**known_keys_only(cls, cfg or {}, "attack.inversion"))
         check_choice(out.prior, PRIORS, "attack.inversion.prior")
         if out.prior == "gan":
-            from fedface.attacks.face_gan import GanConfig
+            from fedface.models.face_gan import GanConfig
             GanConfig.from_cfg(out.gan)
         return out
 
@@ -274,97 +274,5 @@ def head_scores(centres: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor
     return F.linear(F.normalize(embeddings, dim=1), F.normalize(centres, dim=1))
 
 
-__all__ = ["BNStatistics", "FacePrior", "attack_observation", "InversionConfig", "frozen", "head_scores", "invert",
-           "invert_centres", "invert_embeddings", "invert_statistics", "recorded_inversions", "tv_loss"]
-
-
-def attack_observation(obs, run_config: Mapping[str, Any], inversion_cfg: Mapping[str, Any], identities: int,
-                       run_dir) -> dict[str, Any]:
-    """The malicious server's per-reply inversion inside a federation (``attack.name=inversion``; called by
-    ``strategies/malicious.py`` on a copy of one client's reply before FedAvg, every ``attack.every`` rounds).
-
-    With a shared head the reply carries the client's head rows. The server picks the ``identities`` rows that
-    moved most from what it sent -- a heuristic for the client's own classes (the cross-entropy pulls the centres of
-    the classes in its batches; the others only get the softmax push; checked by ``row_precision`` below) -- and
-    inverts them with this client's returned backbone (free low-resolution pixels / standardised masked tensors: no
-    auxiliary data needed here). Writes ``attacks/round-R/node-N/inversion.{safetensors,json}``. When the client
-    recorded its ground truth (the experimenter's, ``fedface.attacks.ground_truth``; read by this scorer, never by the
-    attack), ``row_precision`` says how many picked rows really are classes the client trained on this round. Identity
-    scores of the inversions (dlib, SRRA on the final model) are ``fedface invert``'s on the finished run
-    (``recorded_inversions``). With a local head nothing identifies a client's people: the reply is skipped with that
-    reason.
-    """
-    from pathlib import Path
-
-    import numpy as np
-
-    from fedface.io import atomic_save_safetensors, atomic_write_json
-    from fedface.models import build_backbone
-    from fedface.protect import input_spec
-
-    base = {"node": obs.node, "attack": "inversion", "threat": "server"}
-    if not obs.has_head:
-        return {**base, "skipped": "head=local: the reply carries no class centre (backbone-only inversion: "
-                                   "`fedface invert` on the run)"}
-    spec = input_spec(dict(run_config["protect"]))
-    backbone = build_backbone(run_config["model"], spec)
-    own = backbone.state_dict()
-    state = {**{k: v.clone() for k, v in own.items()},
-             **{k[len("backbone."):]: torch.as_tensor(np.asarray(v)).reshape(own[k[len("backbone."):]].shape)
-                for k, v in obs.returned.items() if k.startswith("backbone.")}}
-    backbone.load_state_dict(state)
-    returned = torch.as_tensor(np.asarray(obs.returned["head.weight"])).float()
-    sent = torch.as_tensor(np.asarray(obs.sent["head.weight"])).float()
-    moved = (returned - sent).norm(dim=1)
-    rows = torch.argsort(moved, descending=True)[: max(1, int(identities))]
-    cfg = InversionConfig.from_cfg({**dict(inversion_cfg), "prior": "free"})
-    out = invert_centres(backbone, returned[rows], spec.shape, cfg)
-    folder = Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
-    summary = {**base, "rows": rows.tolist(), "row_movement": [round(float(moved[r]), 6) for r in rows],
-               "centre_cos": [round(float(c), 4) for c in out["cos"]], "centre_cos_mean": float(out["cos"].mean()),
-               "steps": out["steps"], "seconds": round(out["seconds"], 2), "stopped": out["stopped"],
-               "malicious_weights": False, **_row_truth(rows.tolist(), obs, run_dir)}
-    atomic_save_safetensors(folder / "inversion.safetensors",
-                            {"model_input": out["model_inputs"].contiguous().numpy(), "rows": rows.numpy()})
-    atomic_write_json(folder / "inversion.json", summary)
-    return summary
-
-
-def _row_truth(rows: list[int], obs, run_dir) -> dict[str, Any]:
-    """The scorer's check of the most-moved-rows heuristic against the client's recorded labels (every class it
-    trained on this round, MixUp partners included)."""
-    from fedface.attacks.ground_truth import ground_truth_path, load_ground_truth
-    from fedface.attacks.scoring import ground_truth_dir
-
-    path = ground_truth_path(obs.server_round, obs.node, ground_truth_dir(run_dir))
-    if path is None or not path.exists():
-        return {"row_truth_unavailable": "no ground truth recorded by the client (attack.ground_truth=false?)"}
-    own = set()
-    for record in load_ground_truth(path)[0]:
-        for labels in (record.labels, record.mix_labels):
-            if labels is not None:
-                own.update(int(c) for c in labels.reshape(-1).tolist())
-    hits = [r in own for r in rows]
-    return {"own_classes": sorted(own), "row_is_own": hits, "row_precision": sum(hits) / len(rows)}
-
-
-def recorded_inversions(run_dir) -> dict[int, dict[str, Any]]:
-    """The in-federation inversions a run recorded (``attacks/round-R/node-N/inversion.*``), per round: the
-    concatenated ``model_input`` of every attacked node, the head ``rows`` they target (= their identities under a
-    shared head) and each node's summary."""
-    import json
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    by_round: dict[int, dict[str, Any]] = {}
-    for summary in sorted(Path(run_dir).glob("attacks/round-*/node-*/inversion.json")):
-        tensors = load_file(str(summary.with_suffix(".safetensors")))
-        facts = json.loads(summary.read_text())
-        rnd = int(summary.parent.parent.name.split("-")[1])
-        entry = by_round.setdefault(rnd, {"model_input": [], "rows": [], "nodes": []})
-        entry["model_input"].append(tensors["model_input"])
-        entry["rows"].append(tensors["rows"])
-        entry["nodes"].append(facts)
-    return {r: {"model_input": torch.cat(e["model_input"]), "rows": torch.cat(e["rows"]), "nodes": e["nodes"]}
-            for r, e in sorted(by_round.items())}
+__all__ = ["BNStatistics", "FacePrior", "InversionConfig", "frozen", "head_scores", "invert", "invert_centres",
+           "invert_embeddings", "invert_statistics", "tv_loss"]

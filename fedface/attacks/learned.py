@@ -4,7 +4,7 @@ The papers' strong assumption (paper 001 Sec. 3 and Sec. 4.2: "the attackers hav
 data"): the server holds clients' ``model_input``s. It makes (model_input, face) pairs from its auxiliary faces
 (LFW-a people in no client's data and no test pair, ``fedface.data.sources.load_aux``) with the same protection --
 its *own* random key unless the threat grants ``knows_key`` (one colluding client), its own PEEP eigenfaces -- trains
-one decoder and one cGAN per protection with the same budget (``fedface.attacks.decoder``), and reconstructs the
+one decoder and one cGAN per protection with the same budget (``fedface.models.decoder``), and reconstructs the
 victims: the clients' training faces, masked with the clients' key. With the key it also runs the white-box
 inversion (``invert_mask.to_image``: inverse BDCT after un-sorting by the energy rule, paper 000's white-box attack).
 
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fedface.attacks.decoder import DecoderConfig, UNet, to_targets, train
+from fedface.models.decoder import DecoderConfig, UNet, to_targets, train
 from fedface.attacks.invert_mask import to_image
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
@@ -157,62 +157,3 @@ def victims_of(train_idx: np.ndarray, limit: int | None, seed: int) -> np.ndarra
 def floor_scores(aux: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
     f = mean_face_floor(to_targets(aux.unsqueeze(1).float(), targets.shape[-1]), targets, 2.0)
     return {"psnr": f["psnr"], "ssim": f["ssim"], "mse": f["mse"]}
-
-
-def gradient_recoveries(run_dir: Path) -> list[dict[str, Any]]:
-    """What a gradient-attacked federation run (``fedface simulate attack=gradient``) recovered, with the attacked
-    client's true pixels: one entry per attacked reply and gradient threat (the policy channel has no pixels)."""
-    from safetensors.torch import load_file
-
-    from fedface.attacks.ground_truth import load_ground_truth
-    from fedface.attacks.scoring import ground_truth_dir, truth
-
-    run_dir = Path(run_dir)
-    found = []
-    for f in sorted(run_dir.glob("attacks/round-*/node-*/*.safetensors")):
-        if f.stem == "policy":
-            continue
-        gt = ground_truth_dir(run_dir) / f.parent.parent.name / f"{f.parent.name}.safetensors"
-        if not gt.exists():
-            log.warning("%s: no ground truth %s, not scored", f, gt)
-            continue
-        found.append({"threat": f.stem, "round": f.parent.parent.name, "node": f.parent.name,
-                      "model_input": load_file(str(f))["model_input"].float(),
-                      "pixels": truth(load_ground_truth(gt)[0])["pixels"]})
-    if not found:
-        skipped = _skipped_gradient_attacks(run_dir)
-        if not skipped:
-            raise FileNotFoundError(f"attack.recovered={run_dir}: no attacks/round-*/node-*/<threat>.safetensors "
-                                    f"with ground truth (run `fedface simulate attack=gradient` first)")
-        # e.g. SecAgg+: no per-client update exists, and the aggregate's inversion is over the memory bound
-        log.warning("attack.recovered=%s: the run's gradient attacks recovered nothing: %s", run_dir,
-                    "; ".join(skipped))
-    return found
-
-
-def _skipped_gradient_attacks(run_dir: Path) -> list[str]:
-    """Why a federation run's gradient attacks recovered nothing, from its results.json (distinct reasons); empty
-    unless it recorded gradient attacks and every one of them was skipped."""
-    try:
-        rounds = json.loads((run_dir / "results.json").read_text()).get("rounds") or []
-    except (OSError, ValueError):
-        return []
-    attacks = [a for r in rounds for a in r.get("attacks") or [] if a.get("attack") == "gradient"]
-    if not attacks or not all(a.get("skipped") for a in attacks):
-        return []
-    return list(dict.fromkeys(a["skipped"] for a in attacks))
-
-
-def summarise(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of one protection's rows."""
-    lines = ["| protection | attack | threat | PSNR | SSIM | COS | SRRA | top-1 | note |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        idn = r.get("identity", {})
-        lines.append(f"| {r['protection']} | {r['attack']} | {r['threat']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                     f"{_fmt(idn.get('cos'))} | {_fmt(idn.get('srra'))} | {_fmt(idn.get('top1'))} | "
-                     f"{r.get('note', '')} |")
-    return "\n".join(lines)
-
-
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.3f}"

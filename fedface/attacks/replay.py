@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fedface.train.loop import TrainConfig, fr_loss
+from fedface.models.arcface import fr_loss
+from fedface.train.loop import TrainConfig
 
 
 class LossModel(nn.Module):

@@ -10,6 +10,7 @@ from fedface.eval.embed import embed
 from fedface.eval.identification import identification_top1
 from fedface.eval.verification import verification_metrics
 from fedface.protect.base import Protection
+from fedface.report.schema import ACCURACY, ACCURACY_STD, AUC, TAR_1E2, TAR_1E3, TOP1
 
 
 def evaluate(backbone: nn.Module, protection: Protection, data: FaceDataset, table: PartitionTable,
@@ -26,4 +27,12 @@ def evaluate(backbone: nn.Module, protection: Protection, data: FaceDataset, tab
     return out
 
 
-__all__ = ["embed", "evaluate", "identification_top1", "verification_metrics"]
+def utility(metrics: dict) -> dict[str, float | None]:
+    """``evaluate``'s nested result as the flat utility row; None where a number does not exist (a FAR that the
+    impostor pairs are too few to reach, no identification probe)."""
+    tar = metrics["tar_at_far"]
+    return {ACCURACY: metrics["accuracy"], ACCURACY_STD: metrics["accuracy_std"], AUC: metrics["auc"],
+            TAR_1E3: tar.get("0.001"), TAR_1E2: tar.get("0.01"), TOP1: metrics["identification"]["top1"]}
+
+
+__all__ = ["embed", "evaluate", "identification_top1", "utility", "verification_metrics"]

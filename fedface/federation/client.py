@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedface.attacks.ground_truth import save_ground_truth
-from fedface.eval import evaluate
+from fedface.experiment.ground_truth import save_ground_truth
+from fedface.eval import evaluate, utility
 from fedface.federation.node_data import NodeFolders, own_data, shard_data
 from fedface.federation.params import check_modes, federated_state, floats_only, load_federated_state
 from fedface.mixup import PolicyUpdate, build_mixer
@@ -66,12 +66,7 @@ class ClientTask:
             self.protection = build_protection(cfg["protect"], key).fit(self.images.unsqueeze(1).float())
             spec = self.protection.output_spec(112, 112)
             self.device = pick_device(cfg.get("device", "auto"))
-            self.backbone = build_backbone(cfg["model"], spec)
-            if cfg["model"].get("imprint"):  # the model the server's run config describes (attack=imprint's trap)
-                from fedface.attacks.imprint import install_trap
-
-                install_trap(self.backbone, spec.shape, int(cfg["model"]["imprint"]["bins"]))
-            self.backbone = self.backbone.to(self.device)
+            self.backbone = build_backbone(cfg["model"], spec).to(self.device)  # with a trap only if the policy allows
             self.head = build_head(cfg["model"], self.backbone.embedding_size, num_classes).to(self.device)
             self.tcfg = TrainConfig.from_cfg(cfg["train"])
             self.mixer = build_mixer(cfg["mixup"], spec, self.tcfg.batch_size, apply_updates=False)
@@ -100,7 +95,7 @@ class ClientTask:
         ``ground_truth``: also write what entered the model to this local file (attack experiments; never sent).
         ``dp_history``: with ``protect=dp_sgd``, the privacy accountant's history of this client's earlier rounds
         (the node keeps it: the same images are reused every round, so epsilon composes over all of them); the
-        metrics then carry ``epsilon`` (-1 when infinite: noise_multiplier = 0) and ``delta``."""
+        metrics then carry ``epsilon`` (None when infinite: noise_multiplier = 0) and ``delta``."""
         if local_state:
             load_federated_state(self.backbone, self.head, local_state)
         load_federated_state(self.backbone, self.head, arrays)
@@ -137,22 +132,17 @@ class ClientTask:
                    "head-row-cosine": float(verdict["head_row_cosine"]), "mixed-samples": float(mix is not None)}
         if res.dp is not None:
             eps = res.dp["epsilon"]
-            metrics.update(epsilon=-1.0 if eps is None else float(eps), delta=float(res.dp["delta"]))
+            metrics.update(epsilon=None if eps is None else float(eps), delta=float(res.dp["delta"]))
         return ClientReply(federated_state(self.backbone, self.head, self.head_mode, self.bn_mode, self.floats_only),
                            metrics, res.policy_update, dict(res.k_histogram or {}), self.local_state(),
                            None if res.dp is None else [tuple(h) for h in res.dp["history"]])
 
     def evaluate(self, arrays: Mapping[str, np.ndarray], local_state: Mapping[str, np.ndarray] | None = None
-                 ) -> dict[str, float]:
+                 ) -> dict[str, float | None]:
         """Verification + identification on the partition table's test identities (the evaluator node's job)."""
         if not self.can_evaluate:
             raise ValueError("this node holds no test pairs: give it an eval folder (node config `eval-path`)")
         if local_state:
             load_federated_state(self.backbone, self.head, local_state)
         load_federated_state(self.backbone, self.head, arrays)
-        m = evaluate(self.backbone, self.protection, self.data, self.table, int(self.cfg["seed"]))
-        tar = m["tar_at_far"]
-        return {"accuracy": m["accuracy"], "accuracy_std": m["accuracy_std"], "auc": m["auc"],
-                "tar_far_1e-3": -1.0 if tar.get("0.001") is None else tar["0.001"],
-                "tar_far_1e-2": -1.0 if tar.get("0.01") is None else tar["0.01"],
-                "top1": -1.0 if m["identification"]["top1"] is None else m["identification"]["top1"]}
+        return utility(evaluate(self.backbone, self.protection, self.data, self.table, int(self.cfg["seed"])))

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from fedface.attacks.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
+from fedface.experiment.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
 from fedface.config import known_keys_only
 from fedface.federation.policy import ENV_VAR as POLICY_ENV
 from fedface.protect.keys import ENV_FILE as KEY_FILE_ENV, ENV_VAR as KEY_ENV

@@ -16,7 +16,7 @@ from fedface.federation.secagg import secagg_settings
 from fedface.mixup import build_mixer
 from fedface.protect import input_spec
 from fedface.runs import check_run_config
-from fedface.train.dp import check_config as check_dp
+from fedface.protect.dp import check_config as check_dp
 
 
 def prepare_federation(cfg: DictConfig) -> dict[str, Any]:

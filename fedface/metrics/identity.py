@@ -96,7 +96,7 @@ class IndependentEvaluator:
     Protocol: each 112 x 112 gray face is resized to 150 x 150 (bilinear), replicated to RGB, its 5 landmarks are
     predicted inside the *whole* image rectangle (our faces are already aligned crops, so no face detector), and dlib
     aligns the 150 x 150 chip from them and computes the 128-d descriptor. On LFW-a crops two photos of one person lie
-    at descriptor distance ~0.45, two people at ~0.81 (``scripts/check_evaluator.py``; docs/attacks.md).
+    at descriptor distance ~0.45, two people at ~0.81 (``scripts/diagnostics/check_evaluator.py``; docs/attacks.md).
 
     Construction never fails: when dlib or its model files are missing, ``available()`` is False, ``reason`` says
     why, ``score`` reports it and ``embed`` raises ``EvaluatorUnavailable``.

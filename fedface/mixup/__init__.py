@@ -13,7 +13,7 @@ from fedface.mixup.mix import mix_weights, mixup, shuffle_partners
 from fedface.mixup.mixer import Mixer
 from fedface.mixup.policy import PolicyNet
 from fedface.mixup.reinforce import PolicyUpdate, accumulate, merge_updates, policy_optimizer, server_step
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
 
 
 def build_mixer(cfg: Mapping[str, Any], spec: InputSpec, batch_size: int, apply_updates: bool = True) -> Mixer | None:

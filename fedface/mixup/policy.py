@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
 
 BLOCKS = (2, 2, 2, 2)
 PIXEL_STEM_MIN_SIZE = 56

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedface.models.arcface import soft_targets
-from fedface.train.loop import fr_loss
+from fedface.models.arcface import fr_loss, soft_targets
 
 OFFSETS = ("reference", "entropy", "none")
 

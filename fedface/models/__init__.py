@@ -17,7 +17,8 @@ from fedface.models.arcface import ArcFace
 from fedface.models.iresnet import TRUNKS, Trunk
 from fedface.models.norm import NORMS, use_group_norm
 from fedface.models.stems import CheckedStem, pick_stem
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
+from fedface.models.trap import install_trap
 
 
 class Backbone(nn.Module):
@@ -48,7 +49,11 @@ def build_backbone(cfg: Mapping[str, Any], spec: InputSpec) -> Backbone:
     if norm not in NORMS:
         raise ValueError(f"unknown model.norm={norm!r}; known: {', '.join(NORMS)}")
     backbone = Backbone(stem, trunk)
-    return use_group_norm(backbone) if norm == "group" else backbone
+    if norm == "group":
+        use_group_norm(backbone)
+    if cfg.get("imprint"):  # a trap the run config describes (attack=imprint, research mode; fedface.models.trap)
+        install_trap(backbone, spec.shape, int(cfg["imprint"]["bins"]))
+    return backbone
 
 
 def build_head(cfg: Mapping[str, Any], embedding_size: int, num_classes: int) -> ArcFace:

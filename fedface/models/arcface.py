@@ -79,3 +79,13 @@ def soft_targets(labels: torch.Tensor, weights: torch.Tensor | None, num_classes
     if labels.ndim == 1:
         return F.one_hot(labels, num_classes).float()
     return torch.zeros(len(labels), num_classes, device=labels.device).scatter_add(1, labels, weights.float())
+
+
+def fr_loss(backbone: nn.Module, head: nn.Module, model_input: torch.Tensor, labels: torch.Tensor,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """ArcFace cross-entropy. Mixed labels (B, k) with weights (B, k): MixUp-ArcFace (paper 001 Algorithm 1) against
+    the weighted one-hot target."""
+    emb = backbone(model_input)
+    # no ``None`` positional argument: DP-SGD's hooks (Opacus) record every positional input of the head
+    logits = head(emb, labels) if weights is None else head(emb, labels, weights)
+    return F.cross_entropy(logits, labels if weights is None else soft_targets(labels, weights, logits.shape[1]))

@@ -2,7 +2,7 @@
 
 Four 5x5 convolutions of 12 channels with sigmoid activations (strides 2, 2, 1, 1) and a linear classifier. No
 BatchNorm and a twice-differentiable activation: the setting in which DLG-class attacks are validated (breaching's
-"ConvNet"/LeNet cases), used by ``scripts/attack_fixture.py`` before we trust the attack on our face models.
+"ConvNet"/LeNet cases), used by ``scripts/diagnostics/attack_fixture.py`` before we trust the attack on our face models.
 """
 from __future__ import annotations
 

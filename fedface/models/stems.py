@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedface.protect.base import InputSpec
+from fedface.models.spec import InputSpec
 
 
 def conv_bn_prelu(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fedface.protect.base import InputSpec, NoProtection, Protection
+from fedface.models.spec import InputSpec
+from fedface.protect.base import NoProtection, Protection
 
 _REGISTRY: dict[str, Callable[..., Protection]] = {}
 _KEYED: dict[str, Callable[[Mapping[str, Any]], bool]] = {}
@@ -110,7 +111,8 @@ def _load_builtin() -> None:
     """Import the modules that register the built-in protections (lazy: they import this module)."""
     import importlib
 
-    for module in ("fedface.protect.frequency", "fedface.protect.baselines", "fedface.protect.advface"):
+    for module in ("fedface.protect.frequency", "fedface.protect.baselines", "fedface.protect.dp",
+                   "fedface.protect.advface"):
         importlib.import_module(module)
 
 

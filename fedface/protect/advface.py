@@ -18,7 +18,7 @@ not like the paper's protection of stored features. Differences from the paper, 
 - Shadow training data. The paper trains S at the server on a public set (CASIA-WebFace, Adam lr 1e-4); the client
   here trains S ONCE in ``fit`` on its own shard (model_input -> its own face), with a CPU-sized budget
   (``shadow.steps``; lr 1e-3 by default because a few hundred steps at 1e-4 leave S near the mean face).
-  S is the attacker's own U-Net (``fedface.attacks.decoder``, kind=decoder: the L1 loss of eqs. 1/3).
+  S is the attacker's own U-Net (``fedface.models.decoder``, kind=decoder: the L1 loss of eqs. 1/3).
 - Scale. The paper's eps and alpha are absolute on FaceNet's early conv features, which are batch-normalised (unit
   scale). Our model_inputs have other scales (``none``: pixels in [-1, 1]; ``ppfr_fd``: self-normalised DCT
   channels), so alpha and eps are in units of ``scale``: the std of the client's inner model_inputs measured in
@@ -48,10 +48,11 @@ from typing import Any
 
 import torch
 
-from fedface.attacks.decoder import DecoderConfig, UNet, to_targets, train
+from fedface.models.decoder import DecoderConfig, UNet, to_targets, train
 from fedface.config import known_keys_only
 from fedface.protect import build_protection, needs_key, register
-from fedface.protect.base import InputSpec, Protection
+from fedface.models.spec import InputSpec
+from fedface.protect.base import Protection
 
 log = logging.getLogger(__name__)
 

@@ -10,27 +10,14 @@ partners) is drawn from the ``generator`` passed to ``forward`` so that runs are
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
+
+from fedface.models.spec import InputSpec
 
 # Pixel statistics used to standardise raw images: 127.5 maps [0, 255] onto [-1, 1] (arcface_torch convention).
 PIXEL_CENTER = 127.5
 PIXEL_SCALE = 127.5
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """Shape of a protection's ``model_input`` for one image: channels, height, width."""
-
-    channels: int
-    height: int
-    width: int
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
 
 
 class Protection(nn.Module):

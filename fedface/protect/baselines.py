@@ -1,5 +1,5 @@
-"""Non-frequency baselines of paper 000's Table 1: ``peep`` (DP), ``noise`` (plain pixel noise), ``instahide``; and
-``dp_sgd`` (DP-SGD on the client's update, ``fedface.train.dp``).
+"""Non-frequency baselines of paper 000's Table 1: ``peep`` (DP), ``noise`` (plain pixel noise), ``instahide``
+(``dp_sgd``, DP-SGD on the client's update, is ``fedface.protect.dp``).
 
 All take raw pixels (B, 1, H, W) in [0, 255] and work on the ``none`` standardisation, (x - 127.5) / 127.5.
 """
@@ -17,9 +17,9 @@ from fedface.freq.bdct import BLOCK, block_grid
 from fedface.freq.ppfr import draw
 from fedface.mixup.mix import mix_weights, mix_with, shuffle_partners
 from fedface.protect import register
-from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, InputSpec, NoProtection, Protection
+from fedface.models.spec import InputSpec
+from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, Protection
 from fedface.protect.frequency import dct_input
-from fedface.train.dp import DPConfig
 
 log = logging.getLogger(__name__)
 
@@ -205,27 +205,3 @@ def _noise(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
 def _instahide(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
     return InstaHide(k=int(cfg.get("k", 3)), domain=str(cfg.get("domain", "pixel")), public=int(cfg.get("public", 1)),
                      public_seed=int(cfg.get("public_seed", 0)))
-
-
-class DPSGDProtection(NoProtection):
-    """`dp_sgd`: client-side DP-SGD (Abadi et al. 2016, Algorithm 1; Opacus). It protects the *update*, not the input:
-    the model input is the raw standardised pixels (as `none`), and ``dp`` tells ``train_local`` to train with
-    per-example clipping, Gaussian noise and Poisson sampling (``fedface.train.dp``). Config: noise_multiplier,
-    max_grad_norm, delta."""
-
-    name = "dp_sgd"
-
-    def __init__(self, dp: DPConfig):
-        super().__init__()
-        self.dp = dp
-
-    def describe(self) -> dict:
-        return {"name": self.name, **self.dp.__dict__}
-
-
-@register("dp_sgd")
-def _dp_sgd(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
-    unknown = sorted(set(cfg) - {"name", *DPConfig.__dataclass_fields__})
-    if unknown:
-        raise ValueError(f"unknown protect config key(s) {', '.join(f'protect.{k}' for k in unknown)}")
-    return DPSGDProtection(DPConfig(**{k: float(v) for k, v in cfg.items() if k != "name"}))

@@ -18,7 +18,8 @@ from fedface.freq.bdct import BLOCK, bdct, block_grid
 from fedface.freq.obfuscator import BASE, BETA, BIAS, CHANNELS, V_RANGE, obfuscate, recover
 from fedface.freq.ppfr import mask, select_channels, self_normalize
 from fedface.protect import register
-from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, InputSpec, Protection
+from fedface.models.spec import InputSpec
+from fedface.protect.base import PIXEL_CENTER, PIXEL_SCALE, Protection
 
 
 def dct_input(x: torch.Tensor, keep: int = 64) -> torch.Tensor:

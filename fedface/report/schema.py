@@ -11,13 +11,19 @@ from typing import Any
 NUM = (int, float)
 OPT_NUM = (int, float, type(None))
 
+# The one spelling of each utility number -- in results.json rounds, compare records, reports and on the wire
+# (``fedface.eval.utility`` makes the row, ``clients.records`` carries a missing one).
+ACCURACY, ACCURACY_STD, AUC, TOP1 = "accuracy", "accuracy_std", "auc", "top1"
+TAR_1E3, TAR_1E2 = "tar_at_far_1e-3", "tar_at_far_1e-2"
+UTILITY_METRICS = (ACCURACY, ACCURACY_STD, AUC, TAR_1E3, TAR_1E2, TOP1)
+
 UTILITY = {
-    "accuracy": (OPT_NUM, True, "10-fold verification accuracy on held-out identities after the last round"),
-    "accuracy_std": (OPT_NUM, True, "its standard deviation over the folds"),
-    "auc": (OPT_NUM, True, "ROC AUC of the verification pairs"),
-    "tar_at_far_1e-3": (OPT_NUM, True, "TAR at FAR = 1e-3 (null: too few impostor pairs to reach that FAR)"),
-    "tar_at_far_1e-2": (OPT_NUM, True, "TAR at FAR = 1e-2"),
-    "top1": (OPT_NUM, True, "identification top-1 on held-out identities"),
+    ACCURACY: (OPT_NUM, True, "10-fold verification accuracy on held-out identities after the last round"),
+    ACCURACY_STD: (OPT_NUM, True, "its standard deviation over the folds"),
+    AUC: (OPT_NUM, True, "ROC AUC of the verification pairs"),
+    TAR_1E3: (OPT_NUM, True, "TAR at FAR = 1e-3 (null: too few impostor pairs to reach that FAR)"),
+    TAR_1E2: (OPT_NUM, True, "TAR at FAR = 1e-2"),
+    TOP1: (OPT_NUM, True, "identification top-1 on held-out identities"),
     "curve": (list, True, "per round: {round, accuracy, train_loss}"),
     "collapse": ((dict, type(None)), False, "ArcFace's degenerate solution after the last round "
                                             "(fedface.train.collapse): collapsed, loss_over_degenerate, "

@@ -28,56 +28,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from fedface.models.norm import has_batch_norm
+from fedface.protect.dp import PROTECTION, DPConfig, check_compatible
 
-PROTECTION = "dp_sgd"
 # Opacus' backward hook on the stem's first layer, whose input (the images) needs no gradient: harmless, every step
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to "
                         "module outputs since no inputs require gradients")
-
-
-@dataclass(frozen=True)
-class DPConfig:
-    """``protect=dp_sgd``'s keys. ``delta``: the delta of the reported (epsilon, delta); 1e-5 by default, below
-    1/N for every client shard we train on (N <= a few thousand images)."""
-
-    noise_multiplier: float = 1.0
-    max_grad_norm: float = 1.0
-    delta: float = 1e-5
-
-    def __post_init__(self):
-        if not self.noise_multiplier >= 0:
-            raise ValueError(f"protect.noise_multiplier={self.noise_multiplier} must be >= 0")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"protect.max_grad_norm={self.max_grad_norm} must be > 0")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"protect.delta={self.delta} must be in (0, 1)")
-
-
-def check_compatible(protect: str, mixup: str, norm: str) -> None:
-    """One error naming the keys when DP-SGD is combined with what its accounting does not cover."""
-    if protect != PROTECTION:
-        return
-    if mixup != "none":
-        raise ValueError(f"protect={PROTECTION} with mixup={mixup} is refused: each mixed sample draws on k records, "
-                         "so per-example clipping no longer bounds one record's influence and the accountant's epsilon "
-                         "would be too small; set mixup=none")
-    if norm != "group":
-        raise ValueError(f"protect={PROTECTION} needs model.norm=group (got model.norm={norm}): BatchNorm mixes the "
-                         "examples of a batch, so per-example gradients do not exist; set model.norm=group")
-
-
-def check_config(cfg: Mapping[str, Any]) -> None:
-    """``check_compatible`` on a whole run config (``protect``, ``mixup``, ``model`` groups)."""
-    check_compatible(cfg["protect"].get("name", "none"), cfg["mixup"].get("name", "none"),
-                     cfg["model"].get("norm", "batch"))
 
 
 def make_accountant(history: list | None = None):

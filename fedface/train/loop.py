@@ -13,18 +13,16 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from fedface.config import known_keys_only
-from fedface.models.arcface import soft_targets
+from fedface.mixup import Mixer, PolicyUpdate
+from fedface.models.arcface import fr_loss
 from fedface.protect.base import Protection
-
-if TYPE_CHECKING:  # fedface.mixup imports this module (fr_loss)
-    from fedface.mixup import Mixer, PolicyUpdate
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -135,16 +133,6 @@ def augment_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Gener
     return x
 
 
-def fr_loss(backbone: nn.Module, head: nn.Module, model_input: torch.Tensor, labels: torch.Tensor,
-            weights: torch.Tensor | None = None) -> torch.Tensor:
-    """ArcFace cross-entropy. Mixed labels (B, k) with weights (B, k): MixUp-ArcFace (paper 001 Algorithm 1) against
-    the weighted one-hot target."""
-    emb = backbone(model_input)
-    # no ``None`` positional argument: DP-SGD's hooks (Opacus) record every positional input of the head
-    logits = head(emb, labels) if weights is None else head(emb, labels, weights)
-    return F.cross_entropy(logits, labels if weights is None else soft_targets(labels, weights, logits.shape[1]))
-
-
 def train_step(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
                labels: torch.Tensor, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                generator: torch.Generator, mixer: Mixer | None = None,
@@ -244,7 +232,8 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     dp, step_cfg = None, cfg
     if protection.dp is not None:
-        from fedface.train.dp import DPSGD, check_compatible
+        from fedface.protect.dp import check_compatible
+        from fedface.train.dp import DPSGD
 
         check_compatible(protection.name, mixer.name if mixer is not None else "none", "group")
         dp = DPSGD(protection.dp, backbone, head, optimizer, n, bs, generator, accountant)
