@@ -26,6 +26,8 @@ commands:
   imprint     malicious weights (trap layer, robbing the fed) against a few clients of attack.target's protection
   partition   print the partition table (train / public / test / aux identities, pairs) for data=<name>
   energy      share of BDCT energy in DC / removed by PPFR-FD's channel selection, for data=<name>
+  prior       train the gradient attack's GAN face prior on the attacker's aux faces into attack.cache
+              (attack.gradient.prior=gan; GGL reads it, never trains it mid-round)
   summarize   markdown tables of finished runs (any command's results.json): fedface summarize RUN... [--seeds]
   fetch       download a public face set with checksum: fedface fetch <orl|lfw> [dest]
   deploy      real federation (SuperLink + SuperNodes, TLS, node auth): fedface deploy <step> --config FILE
@@ -153,6 +155,28 @@ def _energy(overrides: list[str]) -> int:
     return 0
 
 
+def _prior(overrides: list[str]) -> int:
+    from fedface.attacks.gradient import InversionConfig
+    from fedface.config import to_container
+    from fedface.experiment.scoring import attacker_aux
+    from fedface.models.face_gan import GanConfig, gan_prior
+
+    cfg = _with_attack(overrides, "gradient")
+    icfg = InversionConfig.from_cfg(to_container(cfg.attack.gradient))
+    if icfg.prior != "gan":
+        raise ValueError(f"attack.gradient.prior={icfg.prior}: fedface prior trains the GAN prior "
+                         "(attack.gradient.prior=gan); pca and free need no training")
+    if cfg.attack.get("cache") in (None, ""):
+        raise ValueError("attack.cache: give the folder the trained prior goes to (and the attack reads from)")
+    aux = attacker_aux(to_container(cfg.data), int(cfg.seed))
+    if aux is None:
+        raise ValueError(f"data.aux={cfg.data.get('aux')!r} gives the attacker no auxiliary faces to learn from")
+    _, facts = gan_prior(aux[:, 0], GanConfig.from_cfg(icfg.gan), Path(cfg.attack.cache), progress=True)
+    print(f"GAN prior ({'cached' if facts['cached'] else 'trained'}: {facts.get('steps')} steps, "
+          f"{facts.get('seconds')} s, {len(aux)} aux faces) in {cfg.attack.cache}")
+    return 0
+
+
 def _summarize(args: list[str]) -> int:
     from fedface.summarize import main as summarize_main
 
@@ -199,7 +223,7 @@ def _print_config(command: str, rest: list[str]) -> int:
 
 COMMANDS = {"train": _train, "simulate": _simulate, "reconstruct": _reconstruct, "compare": _compare,
             "invert": _invert, "imprint": _imprint, "partition": _partition, "energy": _energy, "fetch": _fetch,
-            "summarize": _summarize, "deploy": _deploy}
+            "prior": _prior, "summarize": _summarize, "deploy": _deploy}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -463,7 +463,8 @@ def mean_ci(xs: list[float | None]) -> dict[str, Any] | None:
 
 
 SUMMARY_METRICS = {ACCURACY: ("utility", ACCURACY), TAR_1E3: ("utility", TAR_1E3), TAR_1E2: ("utility", TAR_1E2),
-                   "psnr": ("privacy", "psnr"), "ssim": ("privacy", "ssim"), "cos": ("privacy", "cos"), "srra": ("privacy", "srra"),
+                   "psnr": ("privacy", "psnr"), "ssim": ("privacy", "ssim"), "cos": ("privacy", "cos"),
+                   "srra": ("privacy", "srra"),
                    "attack_top1": ("privacy", "attack_top1"), "target_top1": ("privacy", "target_top1"),
                    "floor_psnr": ("privacy", "floor_psnr"), "floor_cos": ("privacy", "floor_cos"),
                    "masking_visual": ("privacy", "masking_visual"),

@@ -72,13 +72,12 @@ def load_server_view(run_dir: str | Path) -> dict[str, Any]:
     and what kind of run it is."""
     from safetensors.torch import load_file
 
-    from fedface.models import build_backbone
+    from fedface.models import backbone_from
     from fedface.protect import input_spec
 
     weights, cfg = target_weights(run_dir)
     tensors = load_file(str(weights))
-    backbone = build_backbone(cfg.model, input_spec(to_container(cfg.protect)))
-    backbone.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
+    backbone = backbone_from(cfg.model, input_spec(to_container(cfg.protect)), tensors)
     federated = weights.name == "global.safetensors"
     head = "shared" if "head.weight" in tensors else "local"
     if federated:
@@ -121,7 +120,7 @@ def _identity_data(tcfg: DictConfig, seed: int):
 def _decoder_for(tcfg: DictConfig, attacker, aux: torch.Tensor, acfg: DictConfig, seed: int, progress: bool):
     """The learned decoder (server threat: its own key) for the target's protection, trained on (or loaded from
     ``attack.cache``) the attacker's auxiliary faces through ``attacker`` (its fitted copy of the protection,
-    ``attacker_protection``), unmixed (a centre is one identity)."""
+    ``learned.attacker_protection``), unmixed (a centre is one identity)."""
     protect_cfg = to_container(tcfg.protect)
     dcfg = DecoderConfig.from_cfg(to_container(acfg.decoder))
     pair_x, pair_y = learned.aux_pairs(attacker, {"name": "none"}, aux, dcfg.size, seed)
@@ -191,7 +190,8 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     def attacker_copy(threat: str):
         """Fitted once per threat: fitting can be costly (AdvFace trains its shadow decoder)."""
         if threat not in fitted:
-            fitted[threat] = attacker_protection(tcfg, aux, seed, key if threat == "knows_key" else None)
+            fitted[threat] = learned.attacker_protection(to_container(tcfg.protect), aux, seed,
+                                                          key if threat == "knows_key" else None)
         return fitted[threat]
 
     def variants() -> list[tuple[str, str, Any, Any]]:
@@ -305,15 +305,6 @@ def face_prior(icfg: InversionConfig, aux: torch.Tensor, seed: int, cache: Path 
     return None, {}
 
 
-def attacker_protection(tcfg: DictConfig, aux: torch.Tensor, seed: int, key: bytes | None = None):
-    """The attacker's copy of the target's protection -- its own key unless ``key`` is given -- fitted on its
-    auxiliary faces (never client data) and in eval mode."""
-    protect_cfg = to_container(tcfg.protect)
-    attacker = build_protection(protect_cfg, key or learned.attacker_key(protect_cfg, False, None, seed))
-    attacker.fit(aux.unsqueeze(1).float())
-    return attacker.eval()
-
-
 def _through(protection, faces: torch.Tensor, seed: int) -> torch.Tensor:
     """``faces`` (N, H, W) through a fitted protection, seeded."""
     with torch.no_grad():
@@ -343,7 +334,8 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     protect_cfg = to_container(tcfg.protect)
     key = learned.attacker_key(protect_cfg, False, None, seed + 7)  # the clients' key, unknown to the server
     shape = input_spec(protect_cfg).shape
-    attacker = attacker_protection(tcfg, aux, seed)  # its own key; also the decoder's (server threat)
+    # its own key; also the decoder's (server threat)
+    attacker = learned.attacker_protection(to_container(tcfg.protect), aux, seed)
     aux_in = _through(attacker, aux, seed)  # the trap's thresholds come from the attacker's own faces
     trap = trap_mod.build_trap(shape, aux_in, int(icfg.bins), seed, float(icfg.strength))
     malicious = bool(icfg.malicious_weights)

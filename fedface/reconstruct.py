@@ -51,15 +51,13 @@ def load_target(run_dir: str | Path) -> tuple[torch.nn.Module, DictConfig]:
     last checkpoint) and its config (whose ``protect``/``mixup`` must match the attacked protection)."""
     from safetensors.torch import load_file
 
-    from fedface.models import build_backbone
+    from fedface.models import backbone_from
     from fedface.protect import input_spec
 
     from fedface.invert import target_weights
 
     weights, cfg = target_weights(run_dir)
-    backbone = build_backbone(cfg.model, input_spec(to_container(cfg.protect)))
-    state = {k[len("backbone."):]: v for k, v in load_file(str(weights)).items() if k.startswith("backbone.")}
-    backbone.load_state_dict(state)
+    backbone = backbone_from(cfg.model, input_spec(to_container(cfg.protect)), load_file(str(weights)))
     return backbone.eval(), cfg
 
 

@@ -116,17 +116,20 @@ def attack_table(runs: list[tuple[str, dict]]) -> str:
             for a in rnd.get("attacks", []):
                 head = [name, rnd["round"], a.get("attack", "gradient"), a.get("threat", "-")]
                 if "skipped" in a:
-                    rows.append(head + [f"skipped: {a['skipped'][:70]}"] + [""] * 8)
+                    rows.append(head + [f"skipped: {a['skipped'][:70]}"] + [""] * 10)
                     continue
                 s = a.get("scores", {})
-                lab = s.get("labels")
-                rows.append(head + [cell(s, "masked"), cell(s, "floor_masked"), cell(s, "unmixed"), cell(s, "image"),
-                                    cell(s, "floor_image"),
+                lab, idn = s.get("labels"), s.get("identity") or {}
+                rows.append(head + [a.get("prior", "free"), cell(s, "masked"), cell(s, "floor_masked"),
+                                    cell(s, "unmixed"), cell(s, "image"), cell(s, "floor_image"),
+                                    f"{num(idn.get('cos'), '.2f')} / {num(idn.get('top1'), '.2f')}",
+                                    num(idn.get("srra"), ".2f"),
                                     "-" if lab is None else f"{lab['precision']:.2f} / {lab['recall']:.2f}",
                                     a.get("iterations", "-"), num(a.get("seconds"), ".0f"),
                                     "time-bounded" if a.get("stopped") == "max_seconds" else ""])
-    return markdown_table(["run", "round", "attack", "threat", "masked PSNR/SSIM", "masked floor", "un-mixed",
-                           "image PSNR/SSIM", "image floor", "labels P/R", "it", "s", "note"], rows)
+    return markdown_table(["run", "round", "attack", "threat", "prior", "masked PSNR/SSIM", "masked floor",
+                           "un-mixed", "image PSNR/SSIM", "image floor", "dlib COS / top-1", "SRRA", "labels P/R",
+                           "it", "s", "note"], rows)
 
 
 # --------------------------------------------------------------------------------------------------- attacks

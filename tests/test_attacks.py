@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from clients.client_app import app as client_app
+from conftest import needs_data
 from fedface.experiment.ground_truth import ENV_VAR as GT_ENV
 from fedface.attacks.gradient import InversionConfig, Plan, infer_labels, invert, idlg_label
 from fedface.attacks.replay import LossModel, Optimiser, Step, state_of, trainable_names, unroll
@@ -157,6 +158,11 @@ def test_attacks_are_recorded_and_never_alter_the_aggregated_model(tmp_path, mon
     for a in attacks:
         assert a["iterations"] == 5 and 0 <= a["scores"]["labels"]["precision"] <= 1
         assert np.isfinite(a["scores"]["masked"]["psnr"])
+    # protect=none: the recovered pictures are judged by identity too (the attack's own labels name the person)
+    identity = attacks[0]["scores"]["identity"]
+    assert identity["pairing"] == "the attack's own labels"
+    assert "top1" in identity or "cos_unavailable" in identity
+    assert "srra" in identity or "srra_unavailable" in identity
     folder = tmp_path / "malicious" / "attacks" / "round-1" / f"node-{attacks[0]['node']}"
     assert {p.name for p in folder.iterdir()} == {f"{t}.{e}" for t in ("server", "knows_key")
                                                   for e in ("json", "png", "safetensors")}  # no temp files left
@@ -206,9 +212,9 @@ def test_ground_truth_reaches_only_the_threats_that_grant_it(tmp_path, monkeypat
     seen = {}
     real = scoring.attack_update
 
-    def spy(obs, run_cfg, icfg, threat, structure=None):
+    def spy(obs, run_cfg, icfg, threat, structure=None, generative=None):
         seen[threat.label] = structure is not None
-        return real(obs, run_cfg, icfg, threat, structure)
+        return real(obs, run_cfg, icfg, threat, structure, generative)
 
     monkeypatch.setattr(scoring, "attack_update", spy)
     res = _run(tmp_path, [*ATTACK, "federation.rounds=1",
@@ -231,3 +237,78 @@ def test_clients_train_from_the_weights_the_server_sends(tmp_path, monkeypatch):
     assert res["status"] == "done" and weights
     for k in weights:  # FedAvg of three equal float32 copies, in float64: equal to rounding
         np.testing.assert_allclose(final[k], sent[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_ggl_recovers_a_face_its_prior_has_seen():
+    """Generative gradient leakage (GGL): search the latent of a face generator learned on the attacker's aux faces.
+    A face of the prior's own training set, batch 1, no protection (a GroupNorm trunk: a batch of one trains), one
+    SGD step, known label: the generated face reaches >= 20 dB."""
+    from fedface.attacks.gradient import Generative
+    from fedface.attacks.inversion import FacePrior
+    from fedface.data.synthetic import synthetic_faces
+
+    aux = synthetic_faces(num_identities=16, images_per_identity=4, seed=3).images  # (64, 112, 112) uint8
+    prior = FacePrior(aux, components=32, seed=0)
+    face = aux[5:6, None].float() / 127.5 - 1  # the client's picture, standardised as protect=none does
+    torch.manual_seed(0)
+    backbone = build_backbone({**TINY, "norm": "group"}, build_protection("none").output_spec(112, 112))
+    model = LossModel(backbone, build_head(TINY, backbone.embedding_size, 6))
+    start, opt = state_of(model), Optimiser(0, 0, 0)
+    after = unroll(model, start, [Step(face, torch.tensor([2]), None, 0.1)], opt, create_graph=False)
+    target = {n: after[n] - start[n] for n in trainable_names(model)}
+    generative = Generative(prior.decode, prior.components, lambda faces: faces)
+    rec = invert(model, start, target, Plan([torch.arange(1)], [0.1], hard=torch.tensor([2])), (1, 112, 112), opt,
+                 InversionConfig(iterations=100, lr=0.1, latent_weight=1e-3, max_seconds=120), generative=generative)
+    psnr = 10 * torch.log10(255.0 ** 2 / (rec.pictures - (face + 1) * 127.5).square().mean())
+    assert psnr >= 20, f"PSNR {psnr:.1f} dB"
+    assert torch.allclose(rec.x, prior.decode(rec.latent))  # the model input is the generated face itself
+
+
+def test_a_gan_prior_that_was_never_trained_is_one_line_naming_the_cache(tmp_path):
+    from fedface.attacks.gradient import generative_prior
+
+    aux = torch.zeros(8, 112, 112, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"attack.cache=.*`fedface prior`"):
+        generative_prior(InversionConfig(prior="gan"), aux, build_protection("none"), 0, tmp_path)
+
+
+@pytest.mark.parametrize("threat", [{}, {"knows_key": True}])
+def test_the_attackers_generator_masks_with_the_key_its_threat_grants(monkeypatch, threat):
+    """GGL passes each generated face through the attacker's copy of the protection: its own key as the plain
+    server, the clients' one only under knows_key."""
+    from fedface.attacks.threat import ThreatModel
+    from fedface.experiment import scoring
+    from fedface.protect.keys import load_key
+
+    monkeypatch.setenv("FEDFACE_KEY", "5a" * 32)
+    faces = torch.rand(3, 112, 112) * 255
+    monkeypatch.setattr(scoring, "attacker_aux", lambda *a: faces[:, None])
+    run_cfg = {"data": {"name": "synthetic"}, "seed": 0, "protect": {"name": "ppfr_fd"}}
+    generative, facts = scoring._generative(InversionConfig(prior="pca", components=2), run_cfg,
+                                            ThreatModel(**threat), None)
+    clients = build_protection("ppfr_fd", load_key(None))
+    same = torch.equal(generative.to_input(faces[:1, None] / 127.5 - 1),
+                       clients(faces[:1, None], generator=torch.Generator().manual_seed(0)))
+    assert facts["prior"] == "pca" and same == bool(threat)
+
+
+@needs_data("lfwa")
+def test_fedface_prior_trains_the_gan_prior_the_attack_then_reads(tmp_path, capsys):
+    """`fedface prior` trains GGL's GAN prior on the attacker's aux faces into attack.cache; the attack finds it
+    (and never trains one itself)."""
+    from fedface.attacks.gradient import generative_prior
+    from fedface.cli import main
+    from fedface.config import to_container
+    from fedface.experiment.scoring import attacker_aux
+
+    gan = [f"attack.gradient.gan.{k}={v}" for k, v in {"latent": 8, "size": 16, "width": 4, "steps": 2,
+                                                         "batch_size": 4}.items()]
+    args = ["data=orl", "attack.gradient.prior=gan", *gan, f"attack.cache={tmp_path}"]
+    assert main(["prior", *args]) == 0 and "GAN prior (trained: 2 steps" in capsys.readouterr().out
+    cfg = compose_config(["attack=gradient", *args])
+    aux = attacker_aux(to_container(cfg.data), int(cfg.seed))[:, 0]
+    icfg = InversionConfig.from_cfg(to_container(cfg.attack.gradient))
+    generative, facts = generative_prior(icfg, aux, build_protection("none"), 0, tmp_path)
+    assert facts["prior"] == "gan" and generative.dim == 8
+    assert generative.decode(torch.zeros(2, 8)).shape == (2, 1, 112, 112)
+    assert main(["prior", "data=orl", "attack.gradient.prior=pca"]) == 2  # nothing to train: one line, exit 2

@@ -44,7 +44,7 @@ def test_every_kind_of_run_gets_its_table(tmp_path):
     text = summarize(runs)
     assert "| run | n | acc % mean ± std |" in text  # fedface train
     assert "| run | rounds | best acc % (round) |" in text and "| fed | " in text  # fedface simulate
-    assert "| run | round | attack | threat | masked PSNR/SSIM |" in text  # its recorded attacks
+    assert "| run | round | attack | threat | prior | masked PSNR/SSIM |" in text  # its recorded attacks
     assert "| inv: " in text and "COS (dlib)" in text  # fedface invert, rows named by their run
     assert "| protection | attack | threat | PSNR | SSIM |" in text  # fedface reconstruct
 

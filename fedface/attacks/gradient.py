@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,16 +53,36 @@ class InversionConfig:
     # memory bound: every unknown input is unrolled through all the update's steps (a 4-client SecAgg+ aggregate of
     # 6 ORL steps asks for 240 inputs of 112x112 and took > 19 GB here); above it the attack is skipped, saying why
     max_inputs: int | None = 128
+    # Generative gradient leakage (GGL, Li et al. CVPR 2022; GIAS, Jeon et al. NeurIPS 2021): search the latent space
+    # of a face generator learned on the attacker's own auxiliary faces, each generated face passed through the
+    # attacker's copy of the protection into the replayed local steps. free: the model input itself (DLG / IG);
+    # pca: eigenfaces (a linear generator, seconds to fit); gan: the DCGAN prior (trained once, read from attack.cache)
+    prior: str = "free"
+    components: int = 64  # prior=pca: eigenfaces of the aux faces and their mirrors
+    latent_weight: float = 1e-2  # the latent's standard-normal prior: weight * mean(z^2) added to the match loss
+    gan: dict[str, Any] = field(default_factory=dict)  # prior=gan: fedface.models.face_gan.GanConfig
 
     METHODS = ("ig", "dlg")
     OPTIMIZERS = ("adam", "lbfgs")
+    PRIORS = ("free", "pca", "gan")
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> "InversionConfig":
         out = cls(**known_keys_only(cls, cfg, "attack.gradient"))
         check_choice(out.method, cls.METHODS, "attack.gradient.method")
         check_choice(out.optimizer, cls.OPTIMIZERS, "attack.gradient.optimizer")
+        check_choice(out.prior, cls.PRIORS, "attack.gradient.prior")
         return out
+
+
+@dataclass
+class Generative:
+    """GGL's search space: a latent (slots, ``dim``) -> ``decode`` -> faces (slots, 1, H, W) in [-1, 1] ->
+    ``to_input`` (the attacker's copy of the protection) -> the model inputs the replayed steps train on."""
+
+    decode: Callable[[torch.Tensor], torch.Tensor]
+    dim: int
+    to_input: Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -94,6 +115,8 @@ class Reconstruction:
     iterations: int
     seconds: float
     stopped: str  # "iterations" | "max_seconds"
+    pictures: torch.Tensor | None = None  # (slots, 1, H, W) in [0, 255]: the generated faces (a generative prior)
+    latent: torch.Tensor | None = None  # the optimised variable (a generator's latent, or a 1/scale image)
 
     def facts(self) -> dict[str, Any]:
         return {"slots": int(self.x.shape[0]), "label_set": self.label_set, "match_loss": self.match_loss,
@@ -167,25 +190,38 @@ def _steps(x: torch.Tensor, plan: Plan, soft: torch.Tensor | None) -> list[Step]
 
 def invert(model: LossModel, start: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], plan: Plan,
            input_shape: tuple[int, ...], opt: Optimiser, cfg: InversionConfig, unknown: tuple[str, ...] = (),
-           project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Reconstruction:
+           project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           generative: Generative | None = None) -> Reconstruction:
     """Recover the model inputs of ``plan``'s slots from the observed update ``target`` (returned - sent, by name).
 
     ``unknown``: names in ``start`` the attacker does not know (a local head), optimised jointly from their start
     values. ``project``: the attacker's knowledge of the input's structure (pixel box [-1, 1], PPFR-FD's per-channel
     self-normalisation), applied after every Adam step, and to L-BFGS's result only (a projection between L-BFGS
-    steps would break its curvature history).
+    steps would break its curvature history). ``generative``: optimise a face generator's latent instead (GGL); the
+    latent's prior replaces TV and the projection.
     """
     lr_scale = sum(plan.lrs) / len(plan.lrs)
     channels, height, width = input_shape
     low = (channels, max(1, height // cfg.scale), max(1, width // cfg.scale))
 
     def render(z: torch.Tensor) -> torch.Tensor:
-        """The model input from the optimised variable: itself, or a bilinear upsampling of a 1/scale image."""
+        """The model input from the optimised variable: the generated face through the attacker's protection;
+        else the variable itself, or a bilinear upsampling of a 1/scale image."""
+        if generative is not None:
+            return generative.to_input(generative.decode(z))
         return z if low == tuple(input_shape) else F.interpolate(z, size=(height, width), mode="bilinear")
 
+    def prior(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor | float:
+        if generative is not None:
+            return cfg.latent_weight * z.square().mean()
+        return cfg.tv * total_variation(x) if cfg.method == "ig" and cfg.tv > 0 else 0.0
+
     def problem(gen: torch.Generator):
-        z = torch.randn(plan.slots, *low, generator=gen)
-        z = (project(z) if project else z).requires_grad_()
+        if generative is not None:  # GGL starts from the generator's typical faces, |z| ~ sqrt(dim) / 2
+            z = (0.5 * torch.randn(plan.slots, generative.dim, generator=gen)).requires_grad_()
+        else:
+            z = torch.randn(plan.slots, *low, generator=gen)
+            z = (project(z) if project else z).requires_grad_()
         soft = None if plan.hard is not None or plan.mixing is not None else \
             torch.zeros(plan.slots, len(plan.label_set)).requires_grad_()
         hidden = {n: start[n].detach().clone().requires_grad_() for n in unknown}
@@ -194,12 +230,15 @@ def invert(model: LossModel, start: Mapping[str, torch.Tensor], target: Mapping[
             x = render(z)
             state = unroll(model, {**start, **hidden}, _steps(x, plan, soft), opt)
             match = match_loss({n: state[n] - start[n] for n in target}, target, cfg.method, lr_scale)
-            tv = cfg.tv * total_variation(x) if cfg.method == "ig" and cfg.tv > 0 else 0.0
-            return match + tv, float(match.detach())
+            return match + prior(z, x), float(match.detach())
 
         return z, soft, [z, *([soft] if soft is not None else []), *hidden.values()], objective
 
-    return _optimise(problem, cfg, project, list(plan.label_set), render)
+    rec = _optimise(problem, cfg, None if generative is not None else project, list(plan.label_set), render)
+    if generative is not None:
+        with torch.no_grad():
+            rec.pictures = (generative.decode(rec.latent) + 1) * 127.5
+    return rec
 
 
 def invert_policy_update(policy: nn.Module, update: Mapping[str, torch.Tensor], k_indices: list[int],
@@ -251,15 +290,16 @@ def _optimise(problem, cfg: InversionConfig, project, label_set: list[int],
             if time.perf_counter() - t0 > cfg.max_seconds:
                 stopped = "max_seconds"
                 break
-        result = x.detach().clone()
-        result = project(result) if project is not None else result
-        result = render(result) if render is not None else result
+        variable = x.detach().clone()
+        variable = project(variable) if project is not None else variable
+        with torch.no_grad():
+            result = render(variable) if render is not None else variable
         if best is None or value < best[1]:
-            best = (result, value, None if soft is None else soft.detach().softmax(dim=1), it, stopped)
+            best = (result, value, None if soft is None else soft.detach().softmax(dim=1), it, stopped, variable)
         if stopped == "max_seconds":
             break
-    x, value, soft_w, iters, stopped = best
-    return Reconstruction(x, label_set, soft_w, value, iters, time.perf_counter() - t0, stopped)
+    x, value, soft_w, iters, stopped, variable = best
+    return Reconstruction(x, label_set, soft_w, value, iters, time.perf_counter() - t0, stopped, latent=variable)
 
 
 def _adam_steps(variables, objective, x: torch.Tensor, cfg: InversionConfig, project) -> Callable[[], float]:
@@ -301,6 +341,34 @@ def _lbfgs_steps(variables, objective) -> Callable[[], float]:
         return last[0]
 
     return step
+
+
+def generative_prior(cfg: InversionConfig, aux: torch.Tensor, protection: nn.Module, seed: int,
+                     cache: str | Path | None) -> tuple[Generative, dict[str, Any]]:
+    """GGL's generator for ``cfg.prior``, learned from the attacker's auxiliary faces ``aux`` (N, H, W) in [0, 255]
+    only, and ``protection``: the attacker's fitted copy of the clients' protection (its own key unless it was handed
+    the clients'). The protection's per-image randomness is drawn from ``seed`` on every pass: the attacker cannot
+    know the client's draws, and a fixed draw keeps its objective deterministic. A GAN prior must have been trained
+    beforehand (``fedface prior``) into ``attack.cache``: no attack trains one mid-round."""
+    from fedface.attacks.inversion import FacePrior
+
+    if cfg.prior == "pca":
+        prior, facts = FacePrior(aux, cfg.components, seed), {"prior": "pca", "components": cfg.components}
+    else:
+        from fedface.models.face_gan import GanConfig, gan_prior
+
+        gcfg = GanConfig.from_cfg(cfg.gan)
+        try:
+            prior, trained = gan_prior(aux, gcfg, None if cache in (None, "") else Path(cache), train=False)
+        except FileNotFoundError as missing:
+            raise ValueError(f"attack.gradient.prior=gan: no trained GAN prior in attack.cache={cache!r} ({missing}); "
+                             "train it with `fedface prior` and the same data/attack overrides") from None
+        facts = {"prior": "gan", "gan": {k: trained.get(k) for k in ("steps", "seconds", "faces")}}
+
+    def to_input(faces: torch.Tensor) -> torch.Tensor:
+        return protection((faces + 1) * 127.5, generator=torch.Generator().manual_seed(seed))
+
+    return Generative(prior.decode, prior.components, to_input), facts
 
 
 def target_update(sent: Mapping[str, Any], returned: Mapping[str, Any], names: list[str]) -> dict[str, torch.Tensor]:

@@ -146,4 +146,5 @@ def read_reply(trap_sent: dict[str, np.ndarray], returned: dict[str, np.ndarray]
     return recover(gw, gb, tuple(shape))
 
 
-__all__ = ["build_trap", "malicious_model", "read_reply", "recover", "recovery_rate", "server_trap", "trap_arrays", "trap_gradients"]
+__all__ = ["build_trap", "malicious_model", "read_reply", "recover", "recovery_rate", "server_trap", "trap_arrays",
+           "trap_gradients"]

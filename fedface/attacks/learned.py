@@ -40,7 +40,7 @@ from fedface.attacks.invert_mask import to_image
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
 from fedface.mixup import MixupConfig, mixup
-from fedface.protect import needs_key
+from fedface.protect import build_protection, needs_key
 from fedface.protect.base import Protection
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,15 @@ def attacker_key(protect_cfg: Mapping[str, Any], knows_key: bool, client_key: by
     if not needs_key(protect_cfg):
         return None
     return client_key if knows_key else hashlib.sha256(f"attacker-key-{seed}".encode()).digest()
+
+
+def attacker_protection(protect_cfg: Mapping[str, Any], aux: torch.Tensor, seed: int,
+                        key: bytes | None = None) -> Protection:
+    """The attacker's copy of the target's protection -- its own key unless ``key`` is given -- fitted on its
+    auxiliary faces (N, H, W) (never client data) and in eval mode."""
+    attacker = build_protection(protect_cfg, key or attacker_key(protect_cfg, False, None, seed))
+    attacker.fit(aux.reshape(len(aux), 1, *aux.shape[-2:]).float())
+    return attacker.eval()
 
 
 @torch.no_grad()

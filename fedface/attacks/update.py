@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedface.attacks.gradient import InversionConfig, Plan, Reconstruction, infer_labels, invert, \
+from fedface.attacks.gradient import Generative, InversionConfig, Plan, Reconstruction, infer_labels, invert, \
     invert_policy_update, slot_plan, stand_in_head, target_update
 from fedface.attacks.replay import LossModel, Optimiser, state_of, trainable_names
 from fedface.attacks.threat import Observation, ThreatModel
@@ -29,8 +29,10 @@ class Skip(Exception):
 
 
 def attack_update(obs: Observation, run_cfg: Mapping[str, Any], icfg: InversionConfig, threat: ThreatModel,
-                  structure: list[StepRecord] | None = None) -> tuple[Reconstruction, dict[str, Any]]:
-    """Gradient inversion of ``obs``; returns the reconstruction and facts (label inference, plan, assumptions)."""
+                  structure: list[StepRecord] | None = None, generative: Generative | None = None
+                  ) -> tuple[Reconstruction, dict[str, Any]]:
+    """Gradient inversion of ``obs``; returns the reconstruction and facts (label inference, plan, assumptions).
+    ``generative``: search a face generator's latent (GGL, ``gradient.generative_prior``) instead of the input."""
     if obs.steps < 1 or not obs.returned:
         raise Skip(f"node {obs.node}: the reply carries no update (steps={obs.steps})")
     if threat.knows_seed and obs.members:
@@ -62,7 +64,7 @@ def attack_update(obs: Observation, run_cfg: Mapping[str, Any], icfg: InversionC
     facts["unknown_tensors"] = len(unknown)
     target = target_update(obs.sent, obs.returned, trainable_names(model))
     project = _projection(run_cfg["protect"], mixing_on and plan.mixing is None)
-    rec = invert(model, start, target, plan, spec.shape, Optimiser.of(tcfg), icfg, unknown, project)
+    rec = invert(model, start, target, plan, spec.shape, Optimiser.of(tcfg), icfg, unknown, project, generative)
     return rec, facts
 
 

@@ -19,15 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedface.attacks.gradient import InversionConfig, Reconstruction
+from fedface.attacks.gradient import Generative, InversionConfig, Reconstruction, generative_prior
 from fedface.attacks.inversion import InversionConfig as CentreInversionConfig
 from fedface.attacks.inversion import invert_centres
 from fedface.attacks.invert_mask import to_image
+from fedface.attacks.learned import attacker_protection
 from fedface.attacks.threat import AttackConfig, Observation, ThreatModel
 from fedface.attacks.unmix import coefficients_from_labels, unmix
 from fedface.attacks.update import Skip, attack_policy_channel, attack_update
 from fedface.experiment.ground_truth import ground_truth_path, load_ground_truth
-from fedface.experiment.keys import colluders_key
+from fedface.experiment.judge import IdentityJudge, pictures
+from fedface.experiment.keys import clients_key, colluders_key
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
 from fedface.protect import build_protection
@@ -41,16 +43,20 @@ def ground_truth_dir(run_dir: Path) -> Path:
 def attack_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: AttackConfig, threat: ThreatModel,
                      run_dir: Path) -> dict[str, Any]:
     """Attack ``obs`` under ``threat``; save the reconstruction (+ image, grid) and return the scored summary."""
-    records = _records(obs, run_dir)  # the experimenter's ground truth, for scoring
+    records, people = _records(obs, run_dir)  # the experimenter's ground truth, for scoring
     icfg = InversionConfig.from_cfg(acfg.gradient)
     granted = records if threat.knows_seed or threat.knows_labels else None  # the attack sees it only when granted
     try:
-        rec, facts = attack_update(obs, run_cfg, icfg, threat, granted)
+        generative, prior_facts = _generative(icfg, run_cfg, threat, acfg.cache)
+        rec, facts = attack_update(obs, run_cfg, icfg, threat, granted, generative)
     except Skip as why:
         return {"node": obs.node, "round": obs.server_round, "attack": "gradient", "threat": threat.label,
                 "skipped": str(why)}
     out_dir = _out_dir(obs, run_dir)
-    images, note = _white_box_image(rec.x, run_cfg, threat)
+    if rec.pictures is not None:  # GGL: the generated faces are the attacker's pictures
+        images, note = rec.pictures, "the generator's faces (GGL)"
+    else:
+        images, note = _white_box_image(rec.x, run_cfg, threat)
     arrays = {"model_input": rec.x.numpy()}
     if images is not None:
         arrays["image"] = images.numpy()
@@ -58,10 +64,12 @@ def attack_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: AttackConf
         arrays["soft_labels"] = rec.soft_labels.numpy()
     atomic_save_safetensors(out_dir / f"{threat.label}.safetensors", arrays)
     summary = {"node": obs.node, "round": obs.server_round, "attack": "gradient", "threat": threat.label,
-               **rec.facts(), **facts,
-               "image_note": note}
+               **rec.facts(), **facts, **prior_facts, "image_note": note}
     if records is not None:
         summary["scores"] = score_against_truth(rec, images, records, run_cfg, threat)
+        if images is not None and people is not None:
+            summary["scores"]["identity"] = identity_scores(images, people, records, summary["scores"]["image"],
+                                                            rec, obs, run_cfg, run_dir)
         _grid(out_dir / f"{threat.label}.png", rec, images, records, summary["scores"])
     atomic_write_json(out_dir / f"{threat.label}.json", summary)
     return summary
@@ -78,7 +86,7 @@ def policy_channel_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: At
     out_dir = _out_dir(obs, run_dir)
     atomic_save_safetensors(out_dir / "policy.safetensors", {"model_input": rec.x.numpy()})
     summary = {**base, **rec.facts()}
-    records = _records(obs, run_dir)
+    records, _ = _records(obs, run_dir)
     if records is not None:
         true = truth(records)["model_input"]
         summary["scores"] = {"masked": _brief(score(rec.x, true, _range(true)))}
@@ -90,18 +98,86 @@ def _out_dir(obs: Observation, run_dir: Path) -> Path:
     return Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
 
 
-def _records(obs: Observation, run_dir: Path) -> list[StepRecord] | None:
-    """The observed client's recorded steps; for a SecAgg+ aggregate, every member's (shard indices offset so that
-    two clients' images stay distinct)."""
-    out, offset = [], 0
+def _records(obs: Observation, run_dir: Path) -> tuple[list[StepRecord] | None, torch.Tensor | None]:
+    """The observed client's recorded steps and the person of each of its images (rank among all training
+    identities; None unless every client recorded them); for a SecAgg+ aggregate, every member's (shard indices
+    offset so that two clients' images stay distinct)."""
+    out, people, offset = [], [], 0
     for node in obs.members or [obs.node]:
         gt_file = ground_truth_path(obs.server_round, node, ground_truth_dir(run_dir))
         if gt_file is None or not gt_file.exists():
-            return None
-        records = load_ground_truth(gt_file)[0]
+            return None, None
+        records, meta = load_ground_truth(gt_file)
         out += [dataclasses.replace(r, indices=r.indices + offset) for r in records]
-        offset += 1 + max(int(r.indices.max()) for r in records)
-    return out
+        size = max(int(r.indices.max()) for r in records) + 1
+        people.append(None if meta.get("identities") is None else torch.as_tensor(meta["identities"]))
+        offset += max(size, 0 if people[-1] is None else len(people[-1]))
+    return out, None if any(p is None for p in people) else torch.cat(people)
+
+
+def identity_scores(images: torch.Tensor, people: torch.Tensor, records: list[StepRecord], image_scores: dict,
+                    rec: Reconstruction, obs: Observation, run_cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Does each recovered face show its person? Judged against every training image of the federation
+    (``fedface.experiment.judge``): dlib COS / same person / top-1 among all training identities, and SRRA / top-1 on
+    the target system -- the global model the server sent this round behind the clients' protection (their key,
+    when the experimenter holds it). Whose face a recovered one should be: with a shared head, the class the attack
+    itself assigned it (its learned label: a shared head's class is a training identity) -- the attacker must name
+    the person; otherwise the person of the true image it was matched to in pixel space."""
+    gallery, labels = _gallery(json.dumps(run_cfg["data"], sort_keys=True), int(run_cfg["seed"]))
+    judge = IdentityJudge(gallery, labels, _target_system(obs, run_cfg, gallery), int(run_cfg["seed"]),
+                          cache=Path(run_dir) / "attacks" / "judge")
+    if rec.soft_labels is not None and obs.has_head:
+        slots = list(range(len(images)))
+        claimed = torch.as_tensor(rec.label_set)[rec.soft_labels.argmax(dim=1)]
+        pairing = "the attack's own labels"
+    else:
+        slots = [i for i, _ in image_scores["matching"]]
+        claimed = people[_first_uses(records)][[j for _, j in image_scores["matching"]]]
+        pairing = "pixel matching"
+    pics = images[slots].float().reshape(len(slots), 1, *images.shape[-2:])
+    return {**judge.score(pictures((pics / 127.5 - 1).clamp(-1, 1)), claimed), "pairing": pairing}
+
+
+@functools.lru_cache(maxsize=2)
+def _gallery(data_cfg_json: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every training image of the federation and its person (rank among the training identities, the label space
+    of a shared head and of ``NodeData.identities``)."""
+    from fedface.data.partition import make_partition
+    from fedface.data.sources import load_configured
+
+    data_cfg = json.loads(data_cfg_json)
+    data = load_configured(data_cfg)
+    table = make_partition(data, data_cfg, seed, root=data_cfg.get("root"))
+    train = data.labels[torch.as_tensor(table.train_idx)].numpy()
+    return data.images[torch.as_tensor(table.train_idx)], torch.as_tensor(np.searchsorted(np.unique(train), train))
+
+
+def _target_system(obs: Observation, run_cfg: dict[str, Any], gallery: torch.Tensor) -> tuple | str:
+    """(backbone, protection) of the FR system the recovered faces are replayed to, or why there is none."""
+    from fedface.models import backbone_from
+    from fedface.protect import input_spec
+
+    protect = run_cfg["protect"]
+    key, missing = clients_key(protect, "federation")
+    if missing:
+        return missing
+    backbone = backbone_from(run_cfg["model"], input_spec(protect), obs.sent, strict=False)
+    protection = build_protection(protect, key).fit(gallery.unsqueeze(1).float())
+    return backbone.eval(), protection.eval()
+
+
+def _generative(icfg: InversionConfig, run_cfg: dict[str, Any], threat: ThreatModel, cache: Any
+                ) -> tuple[Generative | None, dict[str, Any]]:
+    """GGL's generator (``attack.gradient.prior``), from the attacker's own aux faces and its copy of the protection:
+    its own key, or the colluding client's under ``knows_key``."""
+    if icfg.prior == "free":
+        return None, {}
+    aux = attacker_aux(run_cfg["data"], int(run_cfg["seed"]))
+    if aux is None:
+        raise Skip(f"attack.gradient.prior={icfg.prior} learns from the attacker's aux faces: data.aux gives none")
+    protect = run_cfg["protect"]
+    protection = attacker_protection(protect, aux[:, 0], icfg.seed, colluders_key(protect, threat.knows_key))
+    return generative_prior(icfg, aux[:, 0], protection, icfg.seed, cache)
 
 
 def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatModel
@@ -113,13 +189,17 @@ def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatMod
     colluder_key = colluders_key(protect, threat.knows_key)
     protection = build_protection(protect, colluder_key or os.urandom(32))  # own random key: unused without knows_key
     permutation = getattr(protection, "permutation", None) if colluder_key else None
-    return to_image(protection, x, _aux(json.dumps(run_cfg["data"], sort_keys=True), int(run_cfg["seed"])),
+    return to_image(protection, x, attacker_aux(run_cfg["data"], int(run_cfg["seed"])),
                     permutation)
+
+
+def attacker_aux(data_cfg: dict[str, Any], seed: int) -> torch.Tensor | None:
+    """The attacker's auxiliary faces (N, 1, 112, 112) float in [0, 255] (LFW-a people outside the federation)."""
+    return _aux(json.dumps(data_cfg, sort_keys=True), seed)
 
 
 @functools.lru_cache(maxsize=2)
 def _aux(data_cfg_json: str, seed: int) -> torch.Tensor | None:
-    """The attacker's auxiliary faces (N, 1, 112, 112) float in [0, 255] (LFW-a people outside the federation)."""
     from fedface.data.partition import make_partition
     from fedface.data.sources import load_aux, load_configured
 
@@ -127,6 +207,11 @@ def _aux(data_cfg_json: str, seed: int) -> torch.Tensor | None:
     table = make_partition(load_configured(data_cfg), data_cfg, seed, root=data_cfg.get("root"))
     aux = load_aux(table, data_cfg.get("root"), seed=seed)
     return None if aux is None else aux.unsqueeze(1).float()
+
+
+def _first_uses(records: list[StepRecord]) -> list[int]:
+    """The distinct shard images this round, in order of first use (``truth``'s order)."""
+    return list(dict.fromkeys(i for r in records for i in r.indices.tolist()))
 
 
 def truth(records: list[StepRecord]) -> dict[str, torch.Tensor]:
@@ -161,7 +246,7 @@ def score_against_truth(rec: Reconstruction, images: torch.Tensor | None, record
                                              _range(true["model_input"]))), **_jsonable(facts)}
     else:
         out["masked"] = _brief(score(rec.x, true["model_input"], _range(true["model_input"])))
-    aux = _aux(json.dumps(run_cfg["data"], sort_keys=True), int(run_cfg["seed"]))
+    aux = attacker_aux(run_cfg["data"], int(run_cfg["seed"]))
     if images is not None:
         out["image"] = _brief(score(images, true["pixels"], 255.0))
     if aux is not None:
@@ -215,18 +300,18 @@ def inversion_and_score(obs, run_config: Mapping[str, Any], inversion_cfg: Mappi
     the classes in its batches; the others only get the softmax push; checked by ``row_precision`` below) -- and
     inverts them with this client's returned backbone (free low-resolution pixels / standardised masked tensors: no
     auxiliary data needed here). Writes ``attacks/round-R/node-N/inversion.{safetensors,json}``. When the client
-    recorded its ground truth (the experimenter's, ``fedface.experiment.ground_truth``; read by this scorer, never by the
-    attack), ``row_precision`` says how many picked rows really are classes the client trained on this round. Identity
-    scores of the inversions (dlib, SRRA on the final model) are ``fedface invert``'s on the finished run
-    (``fedface.experiment.recorded.recorded_inversions``). With a local head nothing identifies a client's people: the reply is skipped with that
-    reason.
+    recorded its ground truth (the experimenter's, ``fedface.experiment.ground_truth``; read by this scorer, never by
+    the attack), ``row_precision`` says how many picked rows really are classes the client trained on this round.
+    Identity scores of the inversions (dlib, SRRA on the final model) are ``fedface invert``'s on the finished run
+    (``fedface.experiment.recorded.recorded_inversions``). With a local head nothing identifies a client's people:
+    the reply is skipped with that reason.
     """
     from pathlib import Path
 
     import numpy as np
 
     from fedface.io import atomic_save_safetensors, atomic_write_json
-    from fedface.models import build_backbone
+    from fedface.models import backbone_from
     from fedface.protect import input_spec
 
     base = {"node": obs.node, "attack": "inversion", "threat": "server"}
@@ -234,12 +319,7 @@ def inversion_and_score(obs, run_config: Mapping[str, Any], inversion_cfg: Mappi
         return {**base, "skipped": "head=local: the reply carries no class centre (backbone-only inversion: "
                                    "`fedface invert` on the run)"}
     spec = input_spec(dict(run_config["protect"]))
-    backbone = build_backbone(run_config["model"], spec)
-    own = backbone.state_dict()
-    state = {**{k: v.clone() for k, v in own.items()},
-             **{k[len("backbone."):]: torch.as_tensor(np.asarray(v)).reshape(own[k[len("backbone."):]].shape)
-                for k, v in obs.returned.items() if k.startswith("backbone.")}}
-    backbone.load_state_dict(state)
+    backbone = backbone_from(run_config["model"], spec, obs.returned, strict=False)
     returned = torch.as_tensor(np.asarray(obs.returned["head.weight"])).float()
     sent = torch.as_tensor(np.asarray(obs.sent["head.weight"])).float()
     moved = (returned - sent).norm(dim=1)

@@ -58,7 +58,7 @@ class ClientTask:
         self.floats_only = floats_only(fed)  # central DP, SecAgg+: integer buffers stay here (federation.params)
         node = own_data(cfg, folders) if folders else shard_data(cfg, partition_id, num_partitions, data_root)
         self.images, self.labels, num_classes = node.images, node.labels, node.num_classes
-        self.data, self.table = node.eval_data, node.table
+        self.data, self.table, self.identities = node.eval_data, node.table, node.identities
         # A local head (and any random init here) must not depend on what the process drew before: a Ray worker
         # serves several clients in turn, a deployed node builds its task afresh in each message's process.
         with torch.random.fork_rng(devices=[]):
@@ -120,7 +120,9 @@ class ClientTask:
         if ground_truth is not None:
             save_ground_truth(ground_truth, record, {"partition": self.partition_id, "seed": seed,
                                                      "num_examples": self.num_examples,
-                                                     "labels": self.labels.tolist(), "head": self.head_mode})
+                                                     "labels": self.labels.tolist(), "head": self.head_mode,
+                                                     "identities": None if self.identities is None
+                                                     else self.identities.tolist()})
         mix = self.mixer.mix_spec() if self.mixer is not None else self.protection.mix_spec()
         verdict = collapse.check(float(res.loss), expected_degenerate_loss(self.head.num_classes,
                                                                            self.cfg["model"]["head"], mix),

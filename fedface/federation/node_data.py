@@ -41,6 +41,9 @@ class NodeData:
     num_classes: int
     eval_data: FaceDataset | None       # what evaluation embeds; None: this node cannot evaluate
     table: PartitionTable | None        # its test pairs
+    #: simulation only: each image's person as the rank among all training identities (the experimenter's view, for
+    #: scoring attacks by identity; a deployed node has none)
+    identities: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,11 @@ def shard_data(cfg: Mapping[str, Any], partition_id: int, num_partitions: int, d
     # global label space = rank among all train identities (needed by a shared head); a local head relabels
     global_ids = np.unique(train_labels)
     global_labels = np.searchsorted(global_ids, data.labels[idx].numpy())
-    images = data.images[torch.as_tensor(idx)]
+    images, identities = data.images[torch.as_tensor(idx)], torch.as_tensor(global_labels)
     if cfg["federation"]["head"] == "shared":
-        return NodeData(images, torch.as_tensor(global_labels), len(global_ids), data, table)
+        return NodeData(images, identities, len(global_ids), data, table, identities)
     local_ids, local_labels = np.unique(global_labels, return_inverse=True)
-    return NodeData(images, torch.as_tensor(local_labels), len(local_ids), data, table)
+    return NodeData(images, torch.as_tensor(local_labels), len(local_ids), data, table, identities)
 
 
 def own_data(cfg: Mapping[str, Any], folders: NodeFolders) -> NodeData:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +54,22 @@ def build_backbone(cfg: Mapping[str, Any], spec: InputSpec) -> Backbone:
         use_group_norm(backbone)
     if cfg.get("imprint"):  # a trap the run config describes (attack=imprint, research mode; fedface.models.trap)
         install_trap(backbone, spec.shape, int(cfg["imprint"]["bins"]))
+    return backbone
+
+
+def backbone_from(cfg: Mapping[str, Any], spec: InputSpec, arrays: Mapping[str, Any], strict: bool = True
+                  ) -> Backbone:
+    """The configured backbone holding the ``backbone.*`` entries of ``arrays`` (a checkpoint's or a message's named
+    arrays). ``strict``: every tensor of the backbone must be among them; else the missing ones keep their
+    initialisation (a reply without this node's local BatchNorm statistics, say)."""
+    backbone = build_backbone(cfg, spec)
+    own = backbone.state_dict()
+    given = {k[len("backbone."):]: v for k, v in arrays.items() if k.startswith("backbone.")}
+    missing = sorted(set(own) - set(given))
+    if strict and missing:
+        raise ValueError(f"the arrays lack backbone tensor(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    backbone.load_state_dict({**own, **{k: torch.as_tensor(np.asarray(v)).reshape(own[k].shape)
+                                        for k, v in given.items() if k in own}})
     return backbone
 
 

@@ -172,10 +172,10 @@ class GanPrior:
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False).clamp(-1, 1)
 
 
-def gan_prior(aux: torch.Tensor, cfg: GanConfig, cache: Path | None, progress: bool = False
+def gan_prior(aux: torch.Tensor, cfg: GanConfig, cache: Path | None, progress: bool = False, train: bool = True
               ) -> tuple[GanPrior, dict[str, Any]]:
-    """The GAN prior for ``aux`` faces (N, H, W): trained, or loaded from ``cache``/gan-prior-<id>.*, where the id
-    covers the config and the faces themselves."""
+    """The GAN prior for ``aux`` faces (N, H, W): loaded from ``cache``/gan-prior-<id>.*, where the id covers the
+    config and the faces themselves, or else trained (and cached); ``train=False``: FileNotFoundError instead."""
     from safetensors.torch import load_file
 
     digest = hashlib.sha256(aux.numpy().tobytes()).hexdigest()[:12]
@@ -188,6 +188,8 @@ def gan_prior(aux: torch.Tensor, cfg: GanConfig, cache: Path | None, progress: b
         g = Generator(cfg.latent, cfg.size, cfg.width)
         g.load_state_dict(load_file(str(weights)))
         return GanPrior(g, cfg.latent, out_size), {**json.loads(meta.read_text()), "cached": True}
+    if not train:
+        raise FileNotFoundError(f"{weights or 'no cache folder given'}")
     g, facts = train_gan(faces_for(aux, cfg.size), cfg, progress)
     if weights is not None:
         atomic_save_safetensors(weights, {k: v.contiguous().numpy() for k, v in g.state_dict().items()})
