@@ -1,0 +1,32 @@
+#!/bin/bash
+# Malicious server I at its strongest here: generative gradient leakage (GGL, attack.gradient.prior=pca) vs the
+# free-input attack (InvertingGradients), on one attacked reply of an ORL client: batch 4 (or 8), ONE local step,
+# shared head, from the initial model (round 1) or a pre-trained one (federation.pretrain.epochs=20 on 6 public
+# identities). Threats: the plain server and knows_labels. Scores: pixel PSNR / SSIM vs the mean-face floor, dlib COS /
+# top-1 and SRRA of the recovered faces (fedface summarize's attack table). docs/attacks.md "Generative gradient
+# leakage" reads this table.
+# usage: scripts/recipes/ggl_table.sh [row ...]   results in results/ggl-orl/<row>/; skips rows done (by folder).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+declare -A ROWS=(
+  [none-free-init]="protect=none mixup=none attack.gradient.prior=free"
+  [none-pca-init]="protect=none mixup=none attack.gradient.prior=pca"
+  [none-free]="protect=none mixup=none attack.gradient.prior=free federation.pretrain.epochs=20"
+  [none-pca]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20"
+  [none-pca-b8]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 train.batch_size=8"
+  [ppfr_fd+adamixup-pca]="protect=ppfr_fd mixup=adaptive attack.gradient.prior=pca federation.pretrain.epochs=20"
+)
+ORDER=(none-free-init none-pca-init none-free none-pca none-pca-b8 ppfr_fd+adamixup-pca)
+COMMON=(data=orl model=tiny threads=2 run.progress=false federation.num_clients=2 federation.rounds=1
+        federation.local_steps=1 federation.head=shared train.batch_size=4 data.split.public_identities=6
+        attack=gradient attack.max_clients=1 "attack.threats=[{}, {knows_labels: true}]"
+        attack.gradient.iterations=1000 attack.gradient.max_seconds=120 attack.gradient.components=128)
+rows=("$@")
+[ ${#rows[@]} -eq 0 ] && rows=("${ORDER[@]}")
+for row in "${rows[@]}"; do
+  out=results/ggl-orl/$row
+  if [ -f "$out/results.json" ] && grep -q '"status": "done"' "$out/results.json"; then echo "$row: done"; continue; fi
+  # shellcheck disable=SC2086
+  .venv/bin/fedface simulate "${COMMON[@]}" ${ROWS[$row]} run.dir="$out" run.overwrite=true
+done
+.venv/bin/fedface summarize results/ggl-orl/*
