@@ -68,15 +68,20 @@ def _with_attack(overrides: list[str], default: str):
     return compose_config(overrides if chosen else [f"attack={default}", *overrides])
 
 
+def _attack_command(overrides: list[str], attack: str, run, table) -> int:
+    """An offline attack command: compose with ``attack=<attack>``, run, print its table and where results are."""
+    cfg = _with_attack(overrides, attack)
+    results = run(cfg)
+    print(table(results["rows"]))
+    print(f"results: {cfg.run.dir}/results.json")
+    return 0
+
+
 def _reconstruct(overrides: list[str]) -> int:
     from fedface.reconstruct import run_reconstruct
     from fedface.summarize import reconstruct_table
 
-    cfg = _with_attack(overrides, "learned")
-    results = run_reconstruct(cfg)
-    print(reconstruct_table(results["rows"]))
-    print(f"results: {cfg.run.dir}/results.json")
-    return 0
+    return _attack_command(overrides, "learned", run_reconstruct, reconstruct_table)
 
 
 def _compare(overrides: list[str]) -> int:
@@ -98,11 +103,7 @@ def _invert(overrides: list[str]) -> int:
     from fedface.invert import run_invert
     from fedface.summarize import invert_table
 
-    cfg = _with_attack(overrides, "inversion")
-    results = run_invert(cfg)
-    print(invert_table(results["rows"]))
-    print(f"results: {cfg.run.dir}/results.json")
-    return 0
+    return _attack_command(overrides, "inversion", run_invert, invert_table)
 
 
 def _imprint(overrides: list[str]) -> int:

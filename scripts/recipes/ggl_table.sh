@@ -5,6 +5,7 @@
 # identities). Threats: the plain server and knows_labels. Scores: pixel PSNR / SSIM vs the mean-face floor, dlib COS /
 # top-1 and SRRA of the recovered faces (fedface summarize's attack table). docs/attacks.md "Generative gradient
 # leakage" reads this table.
+# Rows -net: the default fedface_net trunk; -epoch: a full local epoch instead of one step.
 # usage: scripts/recipes/ggl_table.sh [row ...]   results in results/ggl-orl/<row>/; skips rows done (by folder).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,8 +16,10 @@ declare -A ROWS=(
   [none-pca]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20"
   [none-pca-b8]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 train.batch_size=8"
   [ppfr_fd+adamixup-pca]="protect=ppfr_fd mixup=adaptive attack.gradient.prior=pca federation.pretrain.epochs=20"
+  [none-pca-net]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 model=fedface_net"
+  [none-pca-epoch]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 federation.local_steps=null"
 )
-ORDER=(none-free-init none-pca-init none-free none-pca none-pca-b8 ppfr_fd+adamixup-pca)
+ORDER=(none-free-init none-pca-init none-free none-pca none-pca-b8 ppfr_fd+adamixup-pca none-pca-net none-pca-epoch)
 COMMON=(data=orl model=tiny threads=2 run.progress=false federation.num_clients=2 federation.rounds=1
         federation.local_steps=1 federation.head=shared train.batch_size=4 data.split.public_identities=6
         attack=gradient attack.max_clients=1 "attack.threats=[{}, {knows_labels: true}]"
