@@ -202,7 +202,7 @@ def command_help(command: str) -> str:
     out = [f"usage: fedface {command} [group=choice ...] [key=value ...] [--cfg job]", "", line, "",
            "config groups (group=choice):"]
     out += [f"  {g:<11}{', '.join(sorted(p.stem for p in (CONFIG_DIR / g).glob('*.yaml')))}" for g in groups
-            if g != "deploy"]
+            if g not in ("deploy", "preset")]  # deploy: its own files; preset: compare's rows (configs/preset/)
     defaults = OmegaConf.to_container(compose_config([]), resolve=True)
     out += ["", "keys and their defaults (key=value):"]
     out += [f"  {k}={v}" for k, v in flat_config(defaults).items()]

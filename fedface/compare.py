@@ -44,32 +44,15 @@ from fedface.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-#: protection name in a grid -> the config groups that select it
-PROTECTIONS: dict[str, list[str]] = {
-    "none": ["protect=none", "mixup=none"],
-    "fr_fd": ["protect=fr_fd", "mixup=none"],
-    "ppfr_fd": ["protect=ppfr_fd", "mixup=none"],
-    "ppfr_fd+adamixup": ["protect=ppfr_fd", "mixup=adaptive"],
-    "obfuscator": ["protect=obfuscator", "mixup=none"],
-    "peep": ["protect=peep", "mixup=none"],
-    "instahide": ["protect=instahide", "mixup=none"],
-    # Flower's central DP wrappers (fedface.federation.central_dp): the server clips and adds the noise after seeing
-    # every update -- no protection against the server, which is this grid's attacker; every table says so
-    "central_dp": ["protect=none", "mixup=none", "federation.dp=server_fixed"],
-    "central_dp_client": ["protect=none", "mixup=none", "federation.dp=client_fixed"],
-    # DP-SGD on the clients' updates at two more noise levels (protect.noise_multiplier 1.0 in configs/protect);
-    # every cell of a grid with these must build the same GroupNorm backbone: the experiment sets model.norm=group
-    "dp_sgd": ["protect=dp_sgd", "mixup=none"],
-    "dp_sgd_weak": ["protect=dp_sgd", "mixup=none", "protect.noise_multiplier=0.5"],
-    "dp_sgd_strong": ["protect=dp_sgd", "mixup=none", "protect.noise_multiplier=2.0"],
-    # paper 003 on raw pixels, and stacked on PPFR-FD's masking (configs/protect/advface.yaml: protect.inner)
-    "advface": ["protect=advface", "protect.inner=none", "mixup=none"],
-    "ppfr_fd+advface": ["protect=advface", "protect.inner=ppfr_fd", "mixup=none"],
-    # SecAgg+ (fedface.federation.secagg): the server receives only the aggregate -- its attacks run on the aggregate;
-    # and masking + adaptive MixUp with the policy update summed through SecAgg+ as well
-    "secagg": ["protect=none", "mixup=none", "federation.secagg=true"],
-    "ppfr_fd+adamixup+secagg": ["protect=ppfr_fd", "mixup=adaptive", "federation.secagg=true"],
-}
+def _presets() -> dict[str, list[str]]:
+    """Protection name in a grid -> the config choices that make it: one file per name in configs/preset/."""
+    from fedface.config import CONFIG_DIR
+
+    return {p.stem: [str(o) for o in OmegaConf.load(p).overrides]
+            for p in sorted((CONFIG_DIR / "preset").glob("*.yaml"))}
+
+
+PROTECTIONS: dict[str, list[str]] = _presets()
 #: known names that are not built yet: a grid may list them; their records say why they are missing
 PROTECTIONS_LATER: dict[str, str] = {}
 ATTACKS = ("gradient", "learned", "model_inversion")

@@ -45,13 +45,14 @@ def _tmp_files(folder: Path) -> list[Path]:
 
 
 def test_unknown_protection_or_attack_fails_before_anything_runs(tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"'bogus'; known: none, fr_fd, ppfr_fd, ppfr_fd\+adamixup, obfuscator"):
+    with pytest.raises(ValueError, match=r"'bogus'; known: ") as err:
         compare.run_compare(_args(tmp_path, "compare.protections=[none,bogus]"))
+    assert all(name in str(err.value) for name in compare.PROTECTIONS)  # the complete list of configs/preset/
     with pytest.raises(ValueError, match=r"compare.attacks: unknown 'dlg'; known: gradient, learned, model_inversion"):
         compare.run_compare(_args(tmp_path, "compare.attacks=[dlg]"))
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
     assert main(["compare", *_args(tmp_path, "compare.protections=[nope]")]) == 2
-    assert "known: none" in capsys.readouterr().err
+    assert "known: advface, central_dp" in capsys.readouterr().err
     assert main(["compare", "data=orl"]) == 2  # no experiment=
     assert "experiment=<name>" in capsys.readouterr().err
 
@@ -328,3 +329,31 @@ def test_a_cell_whose_worker_died_is_recorded_as_failed(tmp_path, monkeypatch):
     validate(res)
     assert {r["status"] for r in res["records"]} == {"failed"} and res["cells"]["failed"] == 2
     assert "worker died" in res["records"][0]["error"]
+
+
+def test_one_name_per_method_in_results_and_the_compare_grid():
+    """A run's protection label (results, grids) is the compare grid's own name for that method."""
+    from fedface.protect import protection_label
+
+    checked = []
+    for name, overrides in compare.PROTECTIONS.items():
+        if any(o.startswith(("federation.", "protect.")) for o in overrides) or "advface" in name:
+            continue  # server-side DP / SecAgg+ and parameter variants are grid names, not a protection's
+        groups = dict(o.split("=", 1) for o in overrides)
+        assert protection_label({"name": groups["protect"]}, {"name": groups["mixup"]}) == name
+        checked.append(name)
+    assert {"none", "ppfr_fd", "ppfr_fd+adamixup", "obfuscator"} <= set(checked)
+
+
+def test_a_preset_file_adds_a_grid_row_without_python(tmp_path, monkeypatch):
+    """configs/preset/: one YAML file per grid row; a new file is a new row."""
+    import shutil
+
+    from fedface import config
+
+    configs = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR, configs)
+    (configs / "preset" / "ppfr_fd_keep24.yaml").write_text("overrides: [protect=ppfr_fd, protect.keep=24, mixup=none]\n")
+    monkeypatch.setattr(config, "CONFIG_DIR", configs)
+    assert compare._presets()["ppfr_fd_keep24"] == ["protect=ppfr_fd", "protect.keep=24", "mixup=none"]
+    assert compare._presets()["ppfr_fd+adamixup"] == ["protect=ppfr_fd", "mixup=adaptive"]

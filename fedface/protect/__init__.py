@@ -96,7 +96,8 @@ def input_spec(cfg: Mapping[str, Any] | str, height: int = 112, width: int = 112
 
 
 def protection_label(protect_cfg: Mapping[str, Any], mixup_cfg: Mapping[str, Any] | None = None) -> str:
-    """A run's protection as attack results and grids name it: ``ppfr_fd+advface``, ``ppfr_fd+adaptivemixup``."""
+    """A run's protection as results, grids and ``fedface compare`` name it: ``ppfr_fd+advface``,
+    ``ppfr_fd+adamixup`` (adaptive MixUp), ``ppfr_fd+mixup`` (fixed k) -- one name per method."""
     name = protect_cfg["name"]
     if name == "advface":  # paper 003 stacked on an inner protection: name both, as compare's grid does
         from fedface.protect.advface import inner_cfg
@@ -104,7 +105,7 @@ def protection_label(protect_cfg: Mapping[str, Any], mixup_cfg: Mapping[str, Any
         inner = inner_cfg(protect_cfg)["name"]
         name = name if inner == "none" else f"{inner}+advface"
     mix = (mixup_cfg or {}).get("name", "none")
-    return name if mix == "none" else f"{name}+{mix}mixup"
+    return name if mix == "none" else f"{name}+{'adamixup' if mix == 'adaptive' else 'mixup'}"
 
 
 def _load_builtin() -> None:
