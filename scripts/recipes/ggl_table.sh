@@ -15,7 +15,7 @@ declare -A ROWS=(
   [none-free]="protect=none mixup=none attack.gradient.prior=free federation.pretrain.epochs=20"
   [none-pca]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20"
   [none-pca-b8]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 train.batch_size=8"
-  [ppfr_fd+adamixup-pca]="protect=ppfr_fd mixup=adaptive attack.gradient.prior=pca federation.pretrain.epochs=20"
+  [ppfr_fd+adamixup-pca]="protect=ppfr_fd mixup=adaptive mixup.k_max=4 attack.gradient.prior=pca federation.pretrain.epochs=20"
   [none-pca-net]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 model=fedface_net"
   [none-pca-epoch]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 federation.local_steps=null"
 )
