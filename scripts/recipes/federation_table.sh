@@ -39,7 +39,7 @@ for row in "${selected[@]}"; do
   dir="results/fed-$set_name/$row"
   [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   # shellcheck disable=SC2086
-  .venv/bin/fedface simulate $common ${rows[$row]} threads=1 federation.ray_init.num_cpus=1 run.progress=false \
+  .venv/bin/fedface simulate $common ${rows[$row]} threads=1 federation.ray.num_cpus=1 run.progress=false \
     run.dir="$dir"
 done
 .venv/bin/fedface summarize results/fed-"$set_name"/*

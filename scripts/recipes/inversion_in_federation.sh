@@ -12,7 +12,7 @@ OUT=results/inversion-fed
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 export FEDFACE_KEY=${FEDFACE_KEY:-$(printf '5eed%.0s' {1..16})}
 fed="data=orl model=tiny train.batch_size=16 federation.num_clients=4 federation.rounds=5 federation.local_steps=6
-     federation.min_train_nodes=2 federation.head=shared federation.ray_init.num_cpus=1 threads=1 run.progress=false"
+     federation.min_train_nodes=2 federation.head=shared federation.ray.num_cpus=1 threads=1 run.progress=false"
 attack="attack=inversion attack.every=4 attack.max_rounds=2 attack.max_clients=4 attack.identities=4"
 done_() { grep -q '"status": "done"' "$1/results.json" 2>/dev/null && echo "== $1: done already (delete it to redo)"; }
 for row in none:"protect=none mixup=none" ppfr_fd:"protect=ppfr_fd mixup=none" \
