@@ -21,7 +21,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from fedface.attacks import imprint as trap_mod
 from fedface.experiment.ground_truth import ground_truth_path, load_ground_truth
-from fedface.experiment.scoring import ground_truth_dir
+from fedface.experiment.scoring import attacker_aux, ground_truth_dir
 from fedface.attacks.threat import AttackConfig
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.protect import input_spec
@@ -42,7 +42,12 @@ class ImprintServer:
 
     def trap(self):
         if self._trap is None:
-            self._trap = trap_mod.server_trap(self.run_config, self.bins, self.strength, int(self.run_config["seed"]))
+            seed = int(self.run_config["seed"])
+            aux = attacker_aux(self.run_config["data"], seed)  # the server's own faces: LFW-a people in no client's data
+            if aux is None:
+                raise ValueError(f"attack=imprint: data.aux={self.run_config['data'].get('aux')!r} gives the server no "
+                                 "auxiliary faces to set the trap's thresholds (data.aux=lfwa and LFW-a on disk)")
+            self._trap = trap_mod.server_trap(self.run_config["protect"], aux, self.bins, self.strength, seed)
         return self._trap
 
     def send(self, server_round: int, messages: list[Message], sent: dict[str, np.ndarray]) -> list[Message]:

@@ -113,26 +113,19 @@ def trap_arrays(trap: ImprintLayer) -> dict[str, np.ndarray]:
     return {f"backbone.trap.{k}": v.detach().cpu().numpy().copy() for k, v in trap.state_dict().items()}
 
 
-def server_trap(run_cfg: dict[str, Any], bins: int, strength: float, seed: int) -> ImprintLayer:
+def server_trap(protect_cfg: dict[str, Any], aux: torch.Tensor, bins: int, strength: float, seed: int
+                ) -> ImprintLayer:
     """The server's trap for this federation's ``model_input``: thresholds from the quantiles of the measurement over
-    the attacker's own auxiliary faces (LFW-a people in no client's data) through its own copy of the protection
-    (its own key, never the clients')."""
+    the attacker's own auxiliary faces ``aux`` (N, 1, H, W) in [0, 255] through its own copy of the protection (its own
+    key, never the clients')."""
     from fedface.attacks.learned import attacker_key
-    from fedface.data.partition import make_partition
-    from fedface.data.sources import load_aux, load_configured
     from fedface.protect import build_protection, input_spec
 
-    data_cfg = run_cfg["data"]
-    table = make_partition(load_configured(data_cfg), data_cfg, int(run_cfg["seed"]), root=data_cfg.get("root"))
-    aux = load_aux(table, data_cfg.get("root"), limit=512, seed=seed)
-    if aux is None:
-        raise ValueError(f"attack=imprint: data.aux={data_cfg.get('aux')!r} gives the server no auxiliary faces to "
-                         "set the trap's thresholds (data.aux=lfwa and LFW-a on disk)")
-    protect_cfg = dict(run_cfg["protect"])
+    protect_cfg = dict(protect_cfg)
     mine = build_protection(protect_cfg, attacker_key(protect_cfg, False, None, seed))
     mine.eval()
     with torch.no_grad():
-        aux_in = mine(aux[:, None].float(), generator=torch.Generator().manual_seed(seed)).float()
+        aux_in = mine(aux.float(), generator=torch.Generator().manual_seed(seed)).float()
     return build_trap(input_spec(protect_cfg).shape, aux_in, bins, seed, strength)
 
 
