@@ -132,7 +132,7 @@ def identity_scores(images: torch.Tensor, people: torch.Tensor, records: list[St
         pairing = "the attack's own labels"
     else:
         slots = [i for i, _ in image_scores["matching"]]
-        claimed = people[_first_uses(records)][[j for _, j in image_scores["matching"]]]
+        claimed = people[list(_first_uses(records))][[j for _, j in image_scores["matching"]]]
         pairing = "pixel matching"
     pics = images[slots].float().reshape(len(slots), 1, *images.shape[-2:])
     return {**judge.score(pictures((pics / 127.5 - 1).clamp(-1, 1)), claimed), "pairing": pairing}
@@ -209,18 +209,18 @@ def _aux(data_cfg_json: str, seed: int) -> torch.Tensor | None:
     return None if aux is None else aux.unsqueeze(1).float()
 
 
-def _first_uses(records: list[StepRecord]) -> list[int]:
-    """The distinct shard images this round, in order of first use (``truth``'s order)."""
-    return list(dict.fromkeys(i for r in records for i in r.indices.tolist()))
-
-
-def truth(records: list[StepRecord]) -> dict[str, torch.Tensor]:
-    """Each distinct shard image at its first use this round: model input, pixels and label."""
+def _first_uses(records: list[StepRecord]) -> dict[int, tuple[int, int]]:
+    """Each distinct shard image this round -> (step, batch row) of its first use, in order of first use."""
     seen: dict[int, tuple[int, int]] = {}
     for t, r in enumerate(records):
         for j, i in enumerate(r.indices.tolist()):
             seen.setdefault(i, (t, j))
-    pick = list(seen.values())
+    return seen
+
+
+def truth(records: list[StepRecord]) -> dict[str, torch.Tensor]:
+    """Each distinct shard image at its first use this round: model input, pixels and label."""
+    pick = list(_first_uses(records).values())
     return {"model_input": torch.stack([records[t].model_input[j] for t, j in pick]),
             "pixels": torch.stack([records[t].pixels[j] for t, j in pick]),
             "labels": torch.tensor([int(records[t].labels[j]) for t, j in pick])}

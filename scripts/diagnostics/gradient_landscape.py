@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from fedface.attacks.gradient import InversionConfig, match_loss, target_update
+from fedface.attacks.gradient import match_loss, target_update
 from fedface.attacks.inversion import FacePrior
 from fedface.attacks.replay import LossModel, Optimiser, Step, state_of, trainable_names, unroll
 from fedface.config import compose_config
@@ -34,6 +34,8 @@ from fedface.protect import input_spec
 from fedface.report.tables import markdown_table
 from fedface.train.loop import TrainConfig, round_margin_scale
 from strategies.server_loop import initial_model
+
+EIGENFACES = 128  # the PCA prior's size in scripts/recipes/ggl_table.sh (attack.gradient.components)
 
 
 def main(overrides: list[str]) -> None:
@@ -67,7 +69,7 @@ def main(overrides: list[str]) -> None:
         return float(match_loss({n: state[n] - start[n] for n in target}, target, "ig", records[0].lr))
 
     aux = attacker_aux(cfg["data"], int(cfg["seed"]))
-    prior = FacePrior(aux[:, 0], InversionConfig().components * 2, 0)
+    prior = FacePrior(aux[:, 0], EIGENFACES, 0)
     truth = [r.model_input for r in records]
 
     def fit(x: torch.Tensor) -> torch.Tensor:
