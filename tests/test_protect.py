@@ -56,17 +56,25 @@ def test_spec_channel_counts():
     assert spec({"name": "ppfr_fd", "steps": {"mix": False}}) == (35, 14, 14)
     assert spec({"name": "ppfr_fd", "drop_dc": False}) == (35, 14, 14)  # the paper's PPFR-FD-DC ablation
     assert spec({"name": "ppfr_fd", "analysis": True}) == (36, 14, 14)
-    assert spec("obfuscator") == (2, 14, 14)
+    assert spec("obfuscator") == (2, 112, 112)  # paper 002 section 5.1: the face upscaled 8x before the BDCT
+    assert spec({"name": "obfuscator", "upscale": 1}) == (2, 14, 14)
     assert spec({"name": "instahide", "domain": "freq"}) == (64, 14, 14)
 
 
-@pytest.mark.parametrize("name", ["fr_fd", "ppfr_fd", "obfuscator"])
-def test_frequency_protections_reject_sizes_not_divisible_by_8(name):
-    p = build_protection(name, KEY)
-    with pytest.raises(ValueError, match="100x112"):
-        p.output_spec(100, 112)
-    with pytest.raises(ValueError, match="100x112"):
-        p(torch.zeros(2, 1, 100, 112))
+@pytest.mark.parametrize("name, height, shown", [("fr_fd", 100, "100x112"), ("ppfr_fd", 100, "100x112"),
+                                                  ({"name": "obfuscator", "upscale": 1}, 100, "100x112"),
+                                                  ({"name": "obfuscator", "upscale": 2}, 98, "196x224")])
+def test_frequency_protections_reject_sizes_not_divisible_by_8(name, height, shown):
+    p = build_protection(name, KEY)  # the obfuscator's BDCT runs on the upscaled face: the error shows that shape
+    with pytest.raises(ValueError, match=shown):
+        p.output_spec(height, 112)
+    with pytest.raises(ValueError, match=shown):
+        p(torch.zeros(2, 1, height, 112))
+
+
+def test_the_8x_obfuscator_takes_any_face_size():
+    p = build_protection("obfuscator")
+    assert p.output_spec(100, 112).shape == p(torch.rand(2, 1, 100, 112) * 255).shape[1:] == (2, 100, 112)
 
 
 def test_fr_fd_is_the_raw_baseline_in_the_dct_basis():
@@ -166,10 +174,36 @@ def test_obfuscator_feeds_the_recovered_tensor():
     p = build_protection("obfuscator")
     y1, y2 = p(faces(), gen(1)), p(faces(), gen(2))
     top = y1.abs().amax(dim=(-2, -1))
-    assert ((top > 2) & (top <= 4)).all()  # bounded per-channel scale after recovery
+    assert ((top > 4) & (top <= 8)).all()  # bounded per-channel scale after recovery: (2^(bias-1), 2^bias]
     assert torch.equal(y1.abs(), y2.abs()) and not torch.equal(y1, y2)  # only the sign flips remain random
     with pytest.raises(ValueError, match="float32"):
         build_protection({"name": "obfuscator", "v_max": 200})
+    for bad in (3, 0, True):
+        with pytest.raises(ValueError, match="protect.upscale"):
+            build_protection({"name": "obfuscator", "upscale": bad})
+
+
+@pytest.mark.parametrize("upscale", [1, 2, 4, 8])
+def test_obfuscator_channels_are_those_of_the_upscaled_face(upscale):
+    """Section 5.1's literal pipeline -- bilinear upscale, then the 8x8 BDCT -- equals the probed convolution the
+    protection runs, on every block including the borders (where resizing clamps)."""
+    from torch.nn import functional as F
+
+    from fedface.freq.ppfr import coefficients
+
+    x = faces().to(torch.float64)
+    literal = coefficients(F.interpolate(x, scale_factor=upscale, mode="bilinear", align_corners=False), 6)
+    p = build_protection({"name": "obfuscator", "upscale": upscale})
+    assert torch.allclose(p.coefficients(x, 6), literal, atol=1e-12)
+    assert torch.allclose(p.coefficients(x), literal[:, [1, 2]], atol=1e-12)
+
+
+def test_upscaled_ac_channels_are_slopes():
+    """Why the paper upscales: on an 8x bilinear upscale, AC01 of the block over pixel i measures the horizontal
+    slope there, so a horizontal ramp gives a constant AC01 and no AC10 away from the border."""
+    ramp = torch.arange(112, dtype=torch.float64).expand(1, 1, 112, 112) * 2.0
+    c = build_protection("obfuscator").coefficients(ramp)[0, :, 2:-2, 2:-2]
+    assert c[0].std() < 1e-9 * c[0].abs().mean() and c[0].abs().mean() > 1e-3 and c[1].abs().max() < 1e-12
 
 
 def test_ppfr_analysis_mode_trains_the_gate():

@@ -89,7 +89,9 @@ def test_protections_declare_their_grid():
     from fedface.protect import build_protection
 
     assert build_protection("none").grid == 1 and build_protection("fr_fd").grid == 8
-    assert build_protection("ppfr_fd", key=b"k" * 32).grid == build_protection("obfuscator").grid == 8
+    assert build_protection("ppfr_fd", key=b"k" * 32).grid == 8
+    assert build_protection({"name": "obfuscator", "upscale": 1}).grid == 8
+    assert build_protection("obfuscator").grid == 1  # 8x upscaled: a one-pixel shift moves a whole block
     assert build_protection({"name": "instahide", "domain": "freq"}).grid == 8
 
 

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
@@ -230,18 +231,24 @@ def _obfuscator(p: Protection, y: torch.Tensor, aux, permutation) -> tuple[torch
     |a_k| comes back exactly: a self-normalised channel has sum a^2 = n - 1 (up to beta), which fixes b^t. The signs
     are gone; the estimate multiplies |a_k| by E[sign a_k] at each block over the aux faces (the least-squares guess
     when signs are independent of magnitudes), then restores the aux-average mean and std. The DC and the other 61
-    channels are never sent: aux mean.
+    channels are never sent: the aux mean face's (BDCT is linear, so that is the mean of the aux faces' channels).
+    With ``upscale`` > 1 the channels belong to the upscaled face; its inverse BDCT is averaged back over each
+    upscale x upscale cell (the least-squares downscale of a box-sampled image).
     """
     if aux is None:
         return None, "obfuscator inversion needs aux_images: signs, scales and the other channels are not sent"
     size = y.shape[-2] * y.shape[-1]
     rms = y.square().sum(dim=(-2, -1), keepdim=True).div(size - 1).sqrt()
     magnitude = y.abs() / torch.where(rms > 0, rms, torch.ones_like(rms))  # all-zero channel: a_k was constant
-    c_aux = coefficients(aux, max(p.channels) + 1)[:, p.channels]
+    c_aux = p.coefficients(aux)
     sign = torch.sign(self_normalize(c_aux, p.beta)).mean(dim=0)
     mean, std = _channel_stats(c_aux)
+    fill = p.coefficients(aux.to(torch.float64).mean(dim=0, keepdim=True), ALL)[0]
+    images = _assemble(magnitude * sign * std + mean, p.channels, fill)
+    if p.upscale > 1:
+        images = F.avg_pool2d(images, p.upscale)
     note = "approximate: per-element signs guessed from the aux faces; DC and other channels from the aux mean"
-    return _assemble(magnitude * sign * std + mean, p.channels, coefficients(aux).mean(dim=0)) * 255, note
+    return images * 255, note
 
 
 _INVERTERS = {"none": _pixels, "dp_sgd": _pixels, "noise": _pixels, "peep": _pixels, "instahide": _instahide, "fr_fd": _fr_fd,

@@ -15,7 +15,8 @@ import torch
 from fedface.freq import ppfr
 from fedface.freq.analysis import GAMMA, ChannelGate
 from fedface.freq.bdct import BLOCK, bdct, block_grid
-from fedface.freq.obfuscator import BASE, BETA, BIAS, CHANNELS, V_RANGE, obfuscate, recover
+from fedface.freq.obfuscator import (BASE, BETA, BIAS, CHANNELS, UPSCALE, V_RANGE, obfuscate, recover,
+                                     upscaled_coefficients)
 from fedface.freq.ppfr import mask, select_channels, self_normalize
 from fedface.protect import register
 from fedface.models.spec import InputSpec
@@ -123,17 +124,18 @@ class PpfrFd(Protection):
 
 
 class Obfuscator(Protection):
-    """`obfuscator`: paper 002. AC01 + AC10 -> self-normalisation (beta) -> sign flips and b^v scales (Algorithm 1)
-    -> identity recovery (Algorithm 2). The recovery runs on the client inside its model, so ``model_input`` is the
-    RECOVERED tensor (float32). Config: channels ([1, 2]), base (2), v_min (-60), v_max (60), bias (2), beta (1e-5).
+    """`obfuscator`: paper 002. Face upscaled 8x (section 5.1) -> AC01 + AC10 -> self-normalisation (beta) -> sign
+    flips and b^v scales (Algorithm 1) -> identity recovery (Algorithm 2). The recovery runs on the client inside its
+    model, so ``model_input`` is the RECOVERED tensor (float32), 2 x 112 x 112 for a 112 px face. Config: channels
+    ([1, 2]), upscale (8; 1 = the 14 x 14 block grid), base (2), v_min (-60), v_max (60), bias (2), beta (1e-5).
     """
 
     name = "obfuscator"
-    grid = BLOCK
 
     def __init__(
         self,
         channels: tuple[int, ...] = CHANNELS,
+        upscale: int = UPSCALE,
         base: float = BASE,
         v_range: tuple[int, int] = V_RANGE,
         bias: int = BIAS,
@@ -145,20 +147,30 @@ class Obfuscator(Protection):
         if base <= 0 or base == 1 or low > high or max(-low, high) * abs(math.log2(base)) > 120:
             raise ValueError(f"obfuscator: base={base}, v_range={v_range} need b > 0, b != 1, v_min <= v_max and "
                              "|v log2 b| <= 120 (float32 range)")
+        if isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1 or BLOCK % upscale:
+            raise ValueError(f"protect.upscale={upscale!r} must be 1, 2, 4 or 8 (paper 002: 8)")
         self.channels, self.base, self.v_range, self.bias, self.beta = list(channels), base, v_range, bias, beta
+        self.upscale = upscale
+        # A shift by s source pixels moves the upscaled face by s * upscale: block phase kept iff 8 | s * upscale.
+        self.grid = BLOCK // upscale
 
     def output_spec(self, height: int, width: int) -> InputSpec:
-        return InputSpec(len(self.channels), *block_grid(height, width))
+        return InputSpec(len(self.channels), *block_grid(height * self.upscale, width * self.upscale))
+
+    def coefficients(self, x: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """The BDCT channels this protection draws from: all ``keep`` lowest of the upscaled face, or (None) the
+        kept ``channels`` only. Float64."""
+        c = upscaled_coefficients(x, keep or max(self.channels) + 1, self.upscale)
+        return c if keep else c[:, self.channels]
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        c = ppfr.coefficients(x.to(torch.float64), max(self.channels) + 1)
-        a = self_normalize(c[:, self.channels], self.beta)
+        a = self_normalize(self.coefficients(x), self.beta)
         e = obfuscate(a, generator, self.base, self.v_range)
         return recover(e, self.base, self.bias).to(torch.float32)
 
     def describe(self) -> dict:
-        return {"name": self.name, "channels": self.channels, "base": self.base, "v_range": list(self.v_range),
-                "bias": self.bias, "beta": self.beta}
+        return {"name": self.name, "channels": self.channels, "upscale": self.upscale, "base": self.base,
+                "v_range": list(self.v_range), "bias": self.bias, "beta": self.beta}
 
 
 @register("fr_fd")
@@ -193,6 +205,7 @@ def _ppfr_fd(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
 def _obfuscator(cfg: Mapping[str, Any], key: bytes | None) -> Protection:
     return Obfuscator(
         channels=tuple(int(c) for c in cfg.get("channels", CHANNELS)),
+        upscale=cfg.get("upscale", UPSCALE),
         base=float(cfg.get("base", BASE)),
         v_range=(int(cfg.get("v_min", V_RANGE[0])), int(cfg.get("v_max", V_RANGE[1]))),
         bias=int(cfg.get("bias", BIAS)),

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 PPFR = "protect=ppfr_fd"
 CHANNEL = f"{PPFR} protect.norm=channel"
+OBF14 = "protect=obfuscator protect.upscale=1 protect.bias=2"
 #: row -> (overrides, seeds). Three seeds for the headline rows (none, ppfr_fd, ppfr_fd + AdaMixUp), one elsewhere.
 ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "none": ("protect=none", (0, 1, 2)),
@@ -34,8 +35,11 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "ppfr_fd-block_shifts-head_s64": (f"{PPFR} train.shift_grid=null model.head.s=64", (0,)),
     "obfuscator": ("protect=obfuscator", (0,)),
     "obfuscator-m0.2": ("protect=obfuscator model.head.m=0.2", (0,)),
-    "obfuscator-nobias": ("protect=obfuscator model.embedding_bias=false", (0,)),
-    "obfuscator-nobias-warmup": ("protect=obfuscator model.embedding_bias=false train.margin_warmup=0.25", (0,)),
+    # the variant this project shipped until 2026-12-07: BDCT of the 112 px face, not of its 8x upscale (14 x 14)
+    "obfuscator-14px": (f"{OBF14}", (0,)),
+    "obfuscator-14px-m0.2": (f"{OBF14} model.head.m=0.2", (0,)),
+    "obfuscator-14px-nobias": (f"{OBF14} model.embedding_bias=false", (0,)),
+    "obfuscator-14px-nobias-warmup": (f"{OBF14} model.embedding_bias=false train.margin_warmup=0.25", (0,)),
     "ppfr_fd-nobias-warmup": (f"{PPFR} model.embedding_bias=false train.margin_warmup=0.25", (0,)),
     "ppfr_fd-mixup-k2-nobias-warmup": (f"{PPFR} mixup=fixed mixup.k=2 model.embedding_bias=false "
                                        "train.margin_warmup=0.25", (0,)),
