@@ -27,7 +27,7 @@ from fedface.experiment.ground_truth import ground_truth_path
 from fedface.federation.client import ClientTask, client_seed
 from fedface.federation.node_data import NodeFolders
 from fedface.protect import needs_key
-from fedface.federation.policy import NodePolicy
+from fedface.federation.policy import NodePolicy, PolicyRefusal
 from fedface.protect.keys import DEMO_KEY, fingerprint, load_key
 from clients.records import (ARRAYS, CONFIG, DP_HISTORY, KEY_FINGERPRINT, KEY_NONCE, LOCAL, METRICS, POLICY,
                                 POLICY_UPDATE, RUN_CONFIG, from_record, metric_record, to_record)
@@ -46,11 +46,12 @@ class InjectedFailure(RuntimeError):
     """A client failure injected by ``federation.failure_prob`` (fault-tolerance tests)."""
 
 
-def _task(msg: Message, context: Context) -> tuple[ClientTask, dict]:
+def _task(msg: Message, context: Context) -> tuple[ClientTask, dict, NodePolicy]:
     """This node's task for the run the message describes -- after its privacy policy accepted the request (a
     refusal raises before any face is read: the server gets a failed reply with the reason)."""
     cfg_json = msg.content[CONFIG][RUN_CONFIG]
-    cfg = NodePolicy.load(context.node_config).enforce(json.loads(cfg_json))
+    policy = NodePolicy.load(context.node_config)
+    cfg = policy.enforce(json.loads(cfg_json))
     pid = int(context.node_config["partition-id"])
     n = int(context.node_config.get("num-partitions", 1))  # a deployed node with its own folders needs no count
     folders = NodeFolders.from_node_config(context.node_config)
@@ -61,7 +62,7 @@ def _task(msg: Message, context: Context) -> tuple[ClientTask, dict]:
         while len(_TASKS) > int(cfg["federation"].get("client_cache", 8)):
             _TASKS.popitem(last=False)
     _TASKS.move_to_end(ident)
-    return _TASKS[ident], cfg
+    return _TASKS[ident], cfg, policy
 
 
 def _key(context: Context) -> bytes:
@@ -87,8 +88,11 @@ def _dp_history(context: Context) -> list[tuple[float, float, int]]:
 # when the round config carries a clipping norm
 @app.train(mods=[secagg_mod, central_dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
-    task, cfg = _task(msg, context)
+    task, cfg, node_policy = _task(msg, context)
     round_cfg = msg.content[CONFIG]
+    why = node_policy.round_refusal(round_cfg, task.num_examples, int(cfg["train"]["batch_size"]))
+    if why is not None:  # the round's own settings: the server sends them every round
+        raise PolicyRefusal(f"refused by the node's privacy policy: {why}")
     server_round = int(round_cfg["server-round"])
     fail = float(cfg["federation"].get("failure_prob", 0.0))
     if fail and random.Random(client_seed(int(cfg["seed"]), server_round, task.partition_id) + 1).random() < fail:
@@ -120,11 +124,11 @@ def train(msg: Message, context: Context) -> Message:
 @app.query()
 def preflight(msg: Message, context: Context) -> Message:
     """Before round 1: build this node's task (data, key, protection) and report what the server must check."""
-    task, cfg = _task(msg, context)
+    task, cfg, node_policy = _task(msg, context)
     spec = task.protection.output_spec(112, 112)
     metrics = {"num-examples": task.num_examples, "input-shape": list(spec.shape),
                "can-evaluate": int(task.can_evaluate)}
-    facts = NodePolicy.load(context.node_config).summary()  # what the node enforces (no secret)
+    facts = node_policy.summary()  # what the node enforces (no secret)
     nonce = str(msg.content[CONFIG].get(KEY_NONCE, ""))
     if needs_key(cfg["protect"]) and nonce:  # lets the server catch nodes holding different keys before round 1
         key = _key(context)
@@ -135,7 +139,7 @@ def preflight(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    task, _ = _task(msg, context)
+    task, _, _ = _task(msg, context)
     metrics = task.evaluate(from_record(msg.content[ARRAYS]), _local_state(context))
     metrics["num-examples"] = len(task.table.pairs)
     return Message(content=RecordDict({METRICS: metric_record(metrics)}), reply_to=msg)

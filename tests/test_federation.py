@@ -349,6 +349,35 @@ def test_a_server_cannot_weaken_a_nodes_protection(tmp_path, weaker, reason):
     assert grid.sent and all(m.has_error() for m in grid.sent)  # refusals only: no arrays, no metrics
 
 
+def test_a_nodes_minimums_bind_the_run_and_every_round(tmp_path):
+    """A gradient-inversion server wants one local step of a small batch (docs/attacks.md). A node's policy sets
+    min_batch_size and min_local_steps: a run asking for less stops at pre-flight; a server that passes pre-flight
+    and then sends a round config of fewer steps gets only refusals; a run that meets them trains."""
+    import yaml
+
+    from fedface.federation.policy import policy_of_run
+
+    honest = prepare_federation(compose_config([*SMALL, f"run.dir={tmp_path}", *HONEST]))
+    policy = tmp_path / "policy.yaml"  # shards of 18, 18 and 12 images, batch 16: 2, 2 and 1 steps per local epoch
+    policy.write_text(yaml.safe_dump({**policy_of_run(honest), "min_batch_size": 8, "min_local_steps": 3}))
+    node = {"shuffle-key": KEY_HEX, "privacy-policy": str(policy)}
+    short = [(["train.batch_size=4"], "train.batch_size=4, this node's policy requires >= 8"),
+             (["federation.local_steps=2"], "local_steps=2, this node's policy requires >= 3")]
+    for i, (extra, reason) in enumerate(short):
+        with pytest.raises(RuntimeError, match=f"(?s)pre-flight.*refused by the node's privacy policy.*{reason}"):
+            _run(tmp_path / f"short-{i}", [*HONEST, *extra], grid=LocalGrid(client_app, 3, node))
+    grid = LocalGrid(client_app, 3, node)
+    res, _ = _run(tmp_path / "one-epoch", HONEST, grid=grid)  # passes pre-flight: the steps come per round
+    assert res["status"] == "failed"
+    reasons = [f["reason"] for r in res["rounds"] for f in r["failed"]]
+    assert len(reasons) == 3 * len(res["rounds"]) and all("this node's policy requires >= 3" in r for r in reasons)
+    assert any("asks for 1 local step(s)" in r for r in reasons) and any("asks for 2 local" in r for r in reasons)
+    assert not any(m.metadata.message_type == "train" and not m.has_error() for m in grid.sent)
+    res, _ = _run(tmp_path / "epochs", [*HONEST, "federation.local_epochs=3"], grid=LocalGrid(client_app, 3, node))
+    assert res["status"] == "done" and all(r["received"] == 3 for r in res["rounds"])
+    assert res["preflight"]["policies"]["1000"]["policy-min-steps"] == 3
+
+
 def test_node_policy_minimums_and_file_errors(tmp_path):
     from fedface.federation.policy import NodePolicy, PolicyRefusal, policy_of_run
 
@@ -364,6 +393,9 @@ def test_node_policy_minimums_and_file_errors(tmp_path):
         NodePolicy.from_mapping({"protekt": "none"}, "file")
     with pytest.raises(ValueError, match="mixup_min_k"):
         NodePolicy.from_mapping({"protect": "none", "mixup_min_k": "two"}, "file")
+    for key in ("min_batch_size", "min_local_steps"):
+        with pytest.raises(ValueError, match=f"{key}=0 must be an integer >= 1"):
+            NodePolicy.from_mapping({"protect": "none", key: 0}, "file")
     with pytest.raises(PolicyRefusal, match="no privacy policy"):
         NodePolicy.load({}, env={})
     from fedface.federation.policy import main as write_policy_cli  # `make flwr-run`'s nodes get theirs this way

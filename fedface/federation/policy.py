@@ -2,8 +2,10 @@
 
 The server writes the run config every node receives; the server is the adversary. So what protects a node's faces
 is node configuration, read on the node: the protection (a preset of ``configs/protect/`` plus overrides, or a whole
-``protect`` mapping), the smallest MixUp k it accepts, whether it requires SecAgg+, and whether it accepts a
-server-described trap module (``attack=imprint``, a research mode). The node builds its protection from its policy,
+``protect`` mapping), the smallest MixUp k it accepts, whether it requires SecAgg+, whether it accepts a
+server-described trap module (``attack=imprint``, a research mode), and the smallest local batch and the fewest
+local optimiser steps per round it trains with -- the round settings a gradient-inversion server would shrink
+(one step of a small batch is the easiest update to invert; docs/attacks.md "What a node's minimums buy"). The node builds its protection from its policy,
 never from the message, and refuses -- before it reads a single face -- a run whose request differs from its
 protection or is weaker than the rest of its policy; the refusal is a failed reply whose reason the server records.
 
@@ -18,11 +20,14 @@ File format (every key but ``protect`` optional)::
     mixup_min_k: 2                # refuse runs that mix fewer than k samples (1: mixing not required)
     require_secagg: false         # refuse runs without federation.secagg
     allow_trap: false             # accept a trap module described by the server (attack=imprint research mode)
+    min_batch_size: 1             # refuse runs whose train.batch_size is smaller
+    min_local_steps: 1            # refuse rounds that ask for fewer local optimiser steps (checked every round)
 """
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +41,10 @@ from fedface.config import flat_config, config_differences
 
 NODE_KEY = "privacy-policy"
 ENV_VAR = "FEDFACE_POLICY"
-FILE_KEYS = {"protect", "overrides", "mixup_min_k", "require_secagg", "allow_trap"}
+FILE_KEYS = {"protect", "overrides", "mixup_min_k", "require_secagg", "allow_trap", "min_batch_size",
+             "min_local_steps"}
+#: integer minimums of a policy file: key -> its default (no minimum)
+MINIMUMS = {"mixup_min_k": 1, "min_batch_size": 1, "min_local_steps": 1}
 
 
 class PolicyRefusal(PermissionError):
@@ -49,6 +57,8 @@ class NodePolicy:
     mixup_min_k: int = 1
     require_secagg: bool = False
     allow_trap: bool = False
+    min_batch_size: int = 1
+    min_local_steps: int = 1
     source: str = ""
 
     @classmethod
@@ -67,14 +77,15 @@ class NodePolicy:
             protect = to_container(compose_config([f"protect={protect}", *raw.get("overrides", [])]))["protect"]
         elif not isinstance(protect, Mapping) or "name" not in protect:
             raise ValueError(f"{source}: `protect` must be a preset name or a mapping with a `name`")
-        min_k = raw.get("mixup_min_k", 1)
-        if isinstance(min_k, bool) or not isinstance(min_k, int) or min_k < 1:
-            raise ValueError(f"{source}: mixup_min_k={min_k!r} must be an integer >= 1")
+        minimums = {k: raw.get(k, default) for k, default in MINIMUMS.items()}
+        for k, v in minimums.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{source}: {k}={v!r} must be an integer >= 1")
         flags = {k: raw.get(k, False) for k in ("require_secagg", "allow_trap")}
         for k, v in flags.items():
             if not isinstance(v, bool):
                 raise ValueError(f"{source}: {k}={v!r} must be true or false")
-        return cls(dict(protect), min_k, flags["require_secagg"], flags["allow_trap"], source)
+        return cls(dict(protect), **minimums, **flags, source=source)
 
     @classmethod
     def load(cls, node_config: Mapping[str, Any] | None, env: Mapping[str, str] = os.environ) -> "NodePolicy":
@@ -110,6 +121,25 @@ class NodePolicy:
         if cfg.get("model", {}).get("imprint") and not self.allow_trap:
             return "the run asks this node to add a trap module to its model (model.imprint), which its policy " \
                    "does not allow"
+        batch = int(cfg.get("train", {}).get("batch_size", 0))
+        if batch < self.min_batch_size:
+            return f"the run trains with train.batch_size={batch}, this node's policy requires >= {self.min_batch_size}"
+        steps = cfg["federation"].get("local_steps")
+        if steps is not None and int(steps) < self.min_local_steps:
+            return f"the run asks for federation.local_steps={steps}, this node's policy requires >= " \
+                   f"{self.min_local_steps} local steps per round"
+        return None
+
+    def round_refusal(self, round_cfg: Mapping[str, Any], examples: int, batch_size: int) -> str | None:
+        """Why this node refuses one round's train config (the server sends ``epochs`` and maybe ``steps`` with every
+        round, so a run config that passed pre-flight does not bind them), or None. ``examples`` is the node's shard
+        size: a round of ``epochs`` runs epochs * ceil(examples / batch) steps (``fedface.train.loop.train_local``)."""
+        steps = round_cfg.get("steps")
+        if steps is None:
+            steps = int(round_cfg.get("epochs", 1)) * math.ceil(examples / max(1, min(batch_size, examples)))
+        if int(steps) < self.min_local_steps:
+            return f"round {round_cfg.get('server-round', '?')} asks for {int(steps)} local step(s), this node's " \
+                   f"policy requires >= {self.min_local_steps}"
         return None
 
     def enforce(self, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +152,8 @@ class NodePolicy:
     def summary(self) -> dict[str, Any]:
         """What the node reports at pre-flight (no secret): its protection's name and the policy's minimums."""
         return {"policy-protect": str(self.protect["name"]), "policy-min-k": self.mixup_min_k,
-                "policy-secagg": self.require_secagg, "policy-trap": self.allow_trap}
+                "policy-secagg": self.require_secagg, "policy-trap": self.allow_trap,
+                "policy-min-batch": self.min_batch_size, "policy-min-steps": self.min_local_steps}
 
 
 def policy_of_run(cfg: Mapping[str, Any]) -> dict[str, Any]:

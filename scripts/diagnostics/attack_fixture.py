@@ -5,10 +5,12 @@ DLG's setting (Zhu et al. 2019): LeNet (``fedface.models.convnet``) with DLG's i
 image is recovered by L2 matching with L-BFGS (DLG) and by cosine + TV with signed Adam (InvertingGradients).
 One ORL face at several resolutions (area-downsampled from 112 x 112). Then the FedAvg case (``--fedavg``, Geiping
 et al. 2020 Sec. 5's multi-step setting): 4 faces of 4 people, 4 local full-batch SGD steps, inverted through the
-same differentiable replay of the client's steps the federated attack uses. Prints PSNR / SSIM against the original and
-the mean-face floor of the attacker's auxiliary LFW-a faces, and attack iterations per second on this machine.
+same differentiable replay of the client's steps the federated attack uses. ``--minimums``: what a node policy's
+``min_batch_size`` / ``min_local_steps`` buy where the attack works -- DLG at 32 px over batches 1, 2, 4, 8 and 1 or 4
+local steps (docs/attacks.md "What a node's minimums buy"). Prints PSNR / SSIM against the original and the mean-face
+floor of the attacker's auxiliary LFW-a faces, and attack iterations per second on this machine.
 usage: python scripts/diagnostics/attack_fixture.py [--sizes 32 64 112] [--lbfgs-iterations 100] [--adam-iterations 2000]
-       [--fedavg 32] [--out docs/results/attack-fixture.json]
+       [--fedavg 32] [--minimums] [--out docs/results/attack-fixture.json]
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ def main() -> None:
     ap.add_argument("--lbfgs-iterations", type=int, default=100)
     ap.add_argument("--adam-iterations", type=int, default=2000)
     ap.add_argument("--fedavg", type=int, nargs="*", default=[32], help="face sizes of the 4-image x 4-step case")
+    ap.add_argument("--minimums", action="store_true", help="only DLG at 32 px, batch 1/2/4/8 x 1/4 local steps")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -83,10 +86,13 @@ def main() -> None:
     print("| images x local steps | size | method (optimiser) | iterations | labels | PSNR dB | SSIM | floor PSNR / SSIM "
           "| it/s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    first = torch.tensor([int(data.labels.tolist().index(c)) for c in range(4)])  # the first face of people 0-3
+    first = torch.tensor([int(data.labels.tolist().index(c)) for c in range(8)])  # the first face of people 0-7
     cases = [(size, 1, 1) for size in args.sizes] + [(size, 4, 4) for size in args.fedavg]
+    methods = [("dlg", "lbfgs", args.lbfgs_iterations), ("ig", "adam", args.adam_iterations)]
+    if args.minimums:
+        cases, methods = [(32, n, steps) for steps in (1, 4) for n in (1, 2, 4, 8)], methods[:1]
     for size, n, steps in cases:
-        for method, optimizer, iters in (("dlg", "lbfgs", args.lbfgs_iterations), ("ig", "adam", args.adam_iterations)):
+        for method, optimizer, iters in methods:
             faces = data.images[first[:n]]
             r = run(faces, torch.as_tensor(data.labels[first[:n]]).long(), aux, size, method, optimizer, iters, steps)
             rows.append(r)
@@ -95,8 +101,8 @@ def main() -> None:
                   f"{r.get('floor_psnr', float('nan')):.1f} / {r.get('floor_ssim', float('nan')):.3f} | "
                   f"{r['iterations_per_second']:.1f} |", flush=True)
     if args.out:
-        atomic_write_json(args.out, {"command": "python scripts/diagnostics/attack_fixture.py", "machine": machine_info(),
-                                     "rows": rows})
+        command = "python scripts/diagnostics/attack_fixture.py" + (" --minimums" if args.minimums else "")
+        atomic_write_json(args.out, {"command": command, "machine": machine_info(), "rows": rows})
 
 
 if __name__ == "__main__":
