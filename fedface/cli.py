@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     runs.COMMAND[:] = ["fedface", command, *rest]  # results.json's provenance names the command that made it
     try:
         return COMMANDS[command](rest)
+    except runs.RunReused as done:  # run.reuse=true found this very run finished: nothing to do
+        print(f"fedface {command}: {done}")
+        return 0
     except (ConfigError, ValueError, OSError, FloatingPointError) as err:
         # user errors (a bad key, file, folder or path -- OSError names it): one clear line, no traceback wall
         print(f"fedface {command}: error: {err}", file=sys.stderr)

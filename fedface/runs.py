@@ -3,7 +3,10 @@
 A folder holds one run. A command pointed at a folder that already holds one (results.json, a model or a server
 checkpoint) refuses before it touches anything, unless the user says what to do with the earlier run:
 ``run.overwrite=true`` replaces it (its results, model and checkpoints are removed first, so nothing of the two runs
-mixes), ``federation.resume=true`` continues it (``fedface simulate``; the config must match, ``resume_mismatch``).
+mixes), ``federation.resume=true`` continues it (``fedface simulate``; the config must match, ``resume_mismatch``),
+``run.reuse=true`` keeps it when it is this very run -- finished, with the same resolved config (``run.*`` aside) --
+and replaces it otherwise: what the recipes use, so a changed override or default re-runs a row and an unchanged one
+is not run twice (keyed by the config, never by the folder's name).
 The default ``run.dir`` is shared by every command and config change with the same data/protection/seed, so without
 this a second run silently destroyed the first.
 """
@@ -136,6 +139,25 @@ def claim(path: Path, overwrite: bool = False, resume: bool = False) -> None:
     Path(path).mkdir(parents=True, exist_ok=True)
 
 
+class RunReused(Exception):
+    """``run.reuse=true`` and ``run.dir`` already holds this finished run: nothing to do (the CLI exits 0)."""
+
+
+def same_finished_run(path: Path, cfg: Any) -> bool:
+    """``path`` holds a finished run (results.json with status done) whose saved config equals ``cfg``, ``run.*``
+    aside (where it is written and how it reports change no number)."""
+    import json
+
+    results, saved = Path(path) / "results.json", Path(path) / "config.yaml"
+    try:
+        done = json.loads(results.read_text()).get("status") == "done"
+        then = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    except (OSError, ValueError):
+        return False
+    now = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    return done and not config_differences(then, now, ("run",))
+
+
 def resume_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The config keys (dotted) whose values differ between the run being resumed and this one, ignoring
     ``RESUMABLE_CHANGES``: a resumed run must be the run it continues."""
@@ -146,7 +168,10 @@ class RunDir:
     def __init__(self, path: str | os.PathLike, cfg: DictConfig):
         self.path = Path(path)
         fed = cfg.get("federation") or {}
-        claim(self.path, bool(cfg.run.get("overwrite", False)), bool(fed.get("resume", False)))
+        reuse = bool(cfg.run.get("reuse", False))
+        if reuse and same_finished_run(self.path, cfg):
+            raise RunReused(f"run.dir={self.path} already holds this run (same config, finished): reused")
+        claim(self.path, bool(cfg.run.get("overwrite", False)) or reuse, bool(fed.get("resume", False)))
         atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         self._writer = None
 

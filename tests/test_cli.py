@@ -37,6 +37,14 @@ def test_train_writes_config_results_and_tensorboard(tmp_path, capsys):
     assert (run_dir / "results.json").read_bytes() == before and "seed: 0" in (run_dir / "config.yaml").read_text()
     assert main(["train", *FAST, "seed=1", f"run.dir={run_dir}", "run.overwrite=true"]) == 0
     assert "seed: 1" in (run_dir / "config.yaml").read_text()
+    # run.reuse (the recipes): this very run is kept, untouched; a changed config replaces it
+    capsys.readouterr()
+    before = (run_dir / "results.json").read_bytes()
+    assert main(["train", *FAST, "seed=1", f"run.dir={run_dir}", "run.reuse=true", "run.progress=false"]) == 0
+    assert "already holds this run" in capsys.readouterr().out
+    assert (run_dir / "results.json").read_bytes() == before
+    assert main(["train", *FAST, "seed=2", f"run.dir={run_dir}", "run.reuse=true"]) == 0
+    assert "seed: 2" in (run_dir / "config.yaml").read_text() and (run_dir / "results.json").read_bytes() != before
 
 
 @pytest.mark.parametrize("override,needle", [

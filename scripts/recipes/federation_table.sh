@@ -3,7 +3,7 @@
 # (federation.plateau) or federation.rounds is reached; protect=none vs ppfr_fd + adaptive MixUp, head shared vs local,
 # with / without public pre-training. Each row is a `fedface simulate` run (Flower + Ray, one CPU for the run).
 # usage: scripts/recipes/federation_table.sh <orl|lfw> [row ...]   (no rows = all rows of that set)
-#        results in results/fed-<set>/<row>/; skips rows already done.
+#        results in results/fed-<set>/<row>/; a row whose folder holds its finished run at the same config is kept (run.reuse).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 set_name=$1; shift
@@ -37,9 +37,8 @@ selected=("$@"); [ ${#selected[@]} -eq 0 ] && selected=("${!rows[@]}")
 for row in "${selected[@]}"; do
   [ -n "${rows[$row]+x}" ] || { echo "unknown row '$row' for set $set_name: ${!rows[*]}" >&2; exit 2; }
   dir="results/fed-$set_name/$row"
-  [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   # shellcheck disable=SC2086
   .venv/bin/fedface simulate $common ${rows[$row]} threads=1 federation.ray.num_cpus=1 run.progress=false \
-    run.dir="$dir"
+    run.dir="$dir" run.reuse=true
 done
 .venv/bin/fedface summarize results/fed-"$set_name"/*

@@ -8,7 +8,7 @@
 # Rows -net: the default fedface_net trunk; -epoch: a full local epoch instead of one step; none-gan: the DCGAN prior,
 # trained first by `fedface prior data=orl attack.gradient.prior=gan attack.cache=results/priors` (~20 min here);
 # lfw-none-pca: LFW-disjoint (data=lfwa, 10 public identities for the pre-training; ~12 min here).
-# usage: scripts/recipes/ggl_table.sh [row ...]   results in results/ggl-orl/<row>/; skips rows done (by folder).
+# usage: scripts/recipes/ggl_table.sh [row ...]   results in results/ggl-orl/<row>/; rows finished at the same config are kept (run.reuse).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 declare -A ROWS=(
@@ -32,8 +32,7 @@ rows=("$@")
 [ ${#rows[@]} -eq 0 ] && rows=("${ORDER[@]}")
 for row in "${rows[@]}"; do
   out=results/ggl-orl/$row
-  if [ -f "$out/results.json" ] && grep -q '"status": "done"' "$out/results.json"; then echo "$row: done"; continue; fi
   # shellcheck disable=SC2086
-  .venv/bin/fedface simulate "${COMMON[@]}" ${ROWS[$row]} run.dir="$out" run.overwrite=true
+  .venv/bin/fedface simulate "${COMMON[@]}" ${ROWS[$row]} run.dir="$out" run.reuse=true
 done
 .venv/bin/fedface summarize results/ggl-orl/*

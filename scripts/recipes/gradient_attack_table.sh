@@ -6,7 +6,7 @@
 # server (no key), knows_key (a colluding client) for keyed protections, knows_seed (upper bound) for MixUp.
 # Batch sizes 4 and 8: with our trunks' embedding BatchNorm1d a batch of 1 cannot train and a batch of 2 maps every
 # embedding to +-1 (the model's output, hence its gradient, barely depends on the input).
-# usage: scripts/recipes/gradient_attack_table.sh [row ...]   results in results/attack-orl/<row>/; skips rows done.
+# usage: scripts/recipes/gradient_attack_table.sh [row ...]   results in results/attack-orl/<row>/; rows finished at the same config are kept (run.reuse).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 common="data=orl model=tiny federation.num_clients=8 federation.head=shared federation.eval_every=100
@@ -33,9 +33,8 @@ selected=("$@"); [ ${#selected[@]} -eq 0 ] && selected=("${order[@]}")
 for row in "${selected[@]}"; do
   [ -n "${rows[$row]+x}" ] || { echo "unknown row '$row': ${order[*]}" >&2; exit 2; }
   dir="results/attack-orl/$row"
-  [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   # shellcheck disable=SC2086
   .venv/bin/fedface simulate $common ${rows[$row]} threads=1 federation.ray.num_cpus=1 run.progress=false \
-    run.dir="$dir"
+    run.dir="$dir" run.reuse=true
 done
 .venv/bin/fedface summarize results/attack-orl/*

@@ -10,17 +10,14 @@ cd "$(dirname "$0")/../.."
 RUNS=${1:-results}
 OUT=results/inversion-orl
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
-common="threads=1 run.progress=false"
-done_() { grep -q '"status": "done"' "$OUT/$1/results.json" 2>/dev/null && echo "== $1: done already (delete $OUT/$1 to redo)"; }
+common="threads=1 run.progress=false run.reuse=true"  # a row finished at the same config is kept
 run() {  # name target [overrides...]
   local name=$1 target=$2; shift 2
-  done_ "$name" && return 0
   echo "== invert $name ($target)"; /usr/bin/time -f "$name: %e s" .venv/bin/fedface invert \
     attack.target="$target" $common run.dir=$OUT/$name "$@" | tail -n +1
 }
 imprint() {
   local name=$1 target=$2; shift 2
-  done_ "$name" && return 0
   echo "== imprint $name ($target)"; /usr/bin/time -f "$name: %e s" .venv/bin/fedface imprint \
     attack.target="$target" $common run.dir=$OUT/$name "$@"
 }

@@ -2,8 +2,8 @@
 
 Each row is `fedface train data=lfwa train.epochs=16 seed=<s> <row overrides>`: train on the 158 LFW-a people with
 >= 10 images, verify on the 5,274 official View-2 pairs with no training person. A finished row is reused only when
-its saved config.yaml equals the config the row resolves to now (keyed by the config, never by the folder name: a
-changed override or default re-runs it). Rows run ``--jobs`` at a time with ``threads=1`` each.
+its saved config.yaml equals the config the row resolves to now (``run.reuse=true``: keyed by the config, never by
+the folder name; a changed override or default re-runs it). Rows run ``--jobs`` at a time with ``threads=1`` each.
 
 usage: python scripts/recipes/lfw_table.py [--out results/lfw] [--jobs 2] [--epochs 16] [ROW | ROW-sSEED ...]  (none: all)
        python scripts/recipes/lfw_table.py --list
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,37 +70,18 @@ def runs(selected: list[str]) -> list[tuple[str, list[str]]]:
     return [(n, every[n]) for n in dict.fromkeys(names)]
 
 
-_HYDRA = threading.Lock()  # Hydra's composition is a process-wide singleton: one thread at a time
-
-
-def _fresh(run_dir: Path, overrides: list[str]) -> bool:
-    """A finished run whose saved config is the one these overrides resolve to now (``run.*`` -- where it is
-    written, progress bars -- aside: it does not change a number)."""
-    from omegaconf import OmegaConf
-
-    from fedface.config import compose_config
-
-    results, saved = run_dir / "results.json", run_dir / "config.yaml"
-    if not (results.exists() and saved.exists() and '"status": "done"' in results.read_text()):
-        return False
-    with _HYDRA:
-        now = OmegaConf.to_container(compose_config(overrides))
-    then = OmegaConf.to_container(OmegaConf.load(saved))
-    now.pop("run", None), then.pop("run", None)
-    return now == then
-
-
 def run_one(name: str, overrides: list[str], out: Path, epochs: int) -> str:
     run_dir = out / name
-    full = ["data=lfwa", f"train.epochs={epochs}", "threads=1", "run.progress=false", f"run.dir={run_dir}", *overrides]
-    if _fresh(run_dir, full):
-        return f"{name}: cached (same config)"
+    # run.reuse: a finished run of this very config in the folder is kept; anything else there is replaced
+    full = ["data=lfwa", f"train.epochs={epochs}", "threads=1", "run.progress=false", f"run.dir={run_dir}",
+            "run.reuse=true", *overrides]
     t0 = time.time()
     log = out / f"{name}.log"
-    with open(log, "w") as f:
-        # not fresh: what the folder holds (if anything) is this row at another config, which the run replaces
-        rc = subprocess.run([sys.executable, "-m", "fedface.cli", "train", *full, "run.overwrite=true"], stdout=f,
-                            stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    with open(log, "w") as f:  # streamed: a long row's progress is readable while it runs
+        rc = subprocess.run([sys.executable, "-m", "fedface.cli", "train", *full], stdout=f, stderr=subprocess.STDOUT,
+                            cwd=ROOT).returncode
+    if rc == 0 and "already holds this run" in log.read_text():
+        return f"{name}: cached (same config)"
     return f"{name}: {'done' if rc == 0 else f'FAILED (exit {rc}, see {log})'} in {time.time() - t0:.0f} s"
 
 

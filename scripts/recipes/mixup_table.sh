@@ -12,9 +12,8 @@ for k in 2 3 4 5 6; do rows[mixup-k$k]="mixup=fixed mixup.k=$k"; done
 for k in 4 5 6; do rows[adamixup-2-$k]="mixup=adaptive mixup.k_min=2 mixup.k_max=$k mixup.policy_lr=0.01"; done
 for row in ppfr_fd mixup-k2 mixup-k3 mixup-k4 mixup-k5 mixup-k6 adamixup-2-4 adamixup-2-5 adamixup-2-6; do
   dir="results/orl-mixup/$row"
-  [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   # shellcheck disable=SC2086
   .venv/bin/fedface train data=orl protect=ppfr_fd ${rows[$row]} train.epochs="$epochs" run.progress=false \
-    run.dir="$dir" "$@"
+    run.dir="$dir" run.reuse=true "$@"
 done
 .venv/bin/fedface summarize results/orl-mixup/*

@@ -19,8 +19,7 @@ declare -A rows=(
 )
 for row in none fr_fd ppfr_fd-native ppfr_fd-norm_channel ppfr_fd-upsample ppfr_fd-analysis obfuscator peep-eps3 peep-eps5 instahide noise; do
   dir="results/orl-table/$row"
-  [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   # shellcheck disable=SC2086
-  .venv/bin/fedface train data=orl ${rows[$row]} train.epochs="$epochs" run.progress=false run.dir="$dir" "$@"
+  .venv/bin/fedface train data=orl ${rows[$row]} train.epochs="$epochs" run.progress=false run.dir="$dir" run.reuse=true "$@"
 done
 .venv/bin/fedface summarize results/orl-table/*

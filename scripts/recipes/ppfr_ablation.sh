@@ -13,9 +13,8 @@ declare -A rows=(
 )
 for row in select-norm shuffle1-mix full; do
   dir="results/orl-ppfr-ablation/$row"
-  [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   # shellcheck disable=SC2086
   .venv/bin/fedface train data=orl protect=ppfr_fd ${rows[$row]} train.epochs="$epochs" run.progress=false \
-    run.dir="$dir" "$@"
+    run.dir="$dir" run.reuse=true "$@"
 done
 .venv/bin/fedface summarize results/orl-ppfr-ablation/*

@@ -33,10 +33,9 @@ selected=("$@"); [ ${#selected[@]} -eq 0 ] && selected=("${order[@]}")
 for row in "${selected[@]}"; do
   [ -n "${rows[$row]+x}" ] || { echo "unknown row '$row': ${order[*]}" >&2; exit 2; }
   dir="results/reconstruct-$data/$row"
-  [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json" && continue
   target="${targets[$row]:-}"
   [ -n "$target" ] && [ -d "$target" ] || target=null
   # shellcheck disable=SC2086
   .venv/bin/fedface reconstruct $config ${rows[$row]} attack.target="$target" threads=1 run.progress=false \
-    run.dir="$dir"
+    run.dir="$dir" run.reuse=true
 done
