@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_configured
 from fedface.eval import evaluate, utility
+from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.mixup import build_mixer
 from fedface.models import build_backbone, build_head, count_parameters
 from fedface.experiment.keys import clients_key
@@ -35,7 +36,7 @@ def run_train(cfg: DictConfig) -> dict:
     data = load_configured(cfg.data)
     table = make_partition(data, cfg.data, int(cfg.seed), root=cfg.data.get("root"))  # an impossible split: here
     run = RunDir(cfg.run.dir, cfg)
-    run.write_json("partition.json", table.to_json())
+    atomic_write_json(run.layout.partition, table.to_json())
     train = data.subset(table.train_idx)
     protection = build_protection(cfg.protect, key=clients_key(cfg.protect)[0])
     protection.fit(train.images.unsqueeze(1).float())
@@ -88,7 +89,7 @@ def run_train(cfg: DictConfig) -> dict:
                             progress=bool(cfg.run.progress), on_epoch=on_epoch, mixer=mixer)
     except NonFiniteLossError as err:
         results.update(status="failed", error=str(err))
-        run.write_json("results.json", results)
+        run.write_results(results)
         run.close()
         raise
     t_train = time.perf_counter() - t0
@@ -118,11 +119,9 @@ def run_train(cfg: DictConfig) -> dict:
     run.tensorboard.add_scalar("eval/accuracy", metrics["accuracy"], tcfg.epochs)
     log_hparams(run.tensorboard, cfg, {k: v for k, v in utility(metrics).items() if k in (ACCURACY, AUC, TAR_1E3)})
     if cfg.run.save_model:
-        from safetensors.torch import save_file
-
         state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
         state.update({f"head.{k}": v for k, v in head.state_dict().items()})
-        save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(run.path / "model.safetensors"))
-    run.write_json("results.json", results)
+        atomic_save_safetensors(run.layout.model, {k: v.detach().cpu().numpy() for k, v in state.items()})
+    run.write_results(results)
     run.close()
     return results

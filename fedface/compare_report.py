@@ -18,6 +18,7 @@ from fedface.federation.secagg import THREAT_NOTE as SECAGG
 from fedface.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fedface.report.schema import TAR_1E2, TAR_1E3
 from fedface.report.tables import markdown_table
+from fedface.runs import RunLayout
 
 ATTACK_TITLES = {"gradient": "Malicious server I: gradient inversion (decoded to faces)",
                  "learned": "Malicious server II: learned reconstruction (U-Net decoder)",
@@ -231,7 +232,7 @@ def grid_sources(results: dict[str, Any]) -> dict[str, Path]:
             found = sorted((cell / "invert" / "grids").glob("*.png"))
         else:
             found = sorted((cell / "reconstruct" / "grids").glob("gradient-*.png")) or \
-                sorted((cell / "federation" / "attacks").glob("round-*/node-*/*.png"))
+                RunLayout(cell / "federation").recorded("*.png")
         if found:
             out[f"{r['protection'].replace('+', '_')}-s{r['seed']}-{r['attack']}.png"] = found[0]
     return out
@@ -312,9 +313,10 @@ def write_all(out: Path, results: dict[str, Any], config_yaml: str) -> None:
     out = Path(out)
     report = out / "report.html"
     report.unlink(missing_ok=True)  # no stale report beside new results while this runs
-    atomic_write_json(out / "results.json", results)
+    layout = RunLayout(out)
+    atomic_write_json(layout.results, results)
     atomic_write_text(out / "table.md", table_md(results))
-    atomic_write_text(out / "config.yaml", config_yaml)
+    atomic_write_text(layout.config, config_yaml)
     images = {"frontier.png": frontier_png(results), "curves.png": curves_png(results)}
     for name, data in images.items():
         atomic_write_bytes(out / name, data)
@@ -322,5 +324,5 @@ def write_all(out: Path, results: dict[str, Any], config_yaml: str) -> None:
     for name, src in grid_sources(results).items():
         grids[name] = src.read_bytes()
         atomic_write_bytes(out / "grids" / name, grids[name])
-    write_tensorboard(out / "tensorboard", results)
+    write_tensorboard(layout.tensorboard, results)
     atomic_write_text(report, report_html(results, images, grids))

@@ -43,7 +43,8 @@ from fedface.experiment.recorded import recorded_inversions
 from fedface.metrics.identity import SAME_PERSON_DISTANCE
 from fedface.protect import build_protection, input_spec, needs_key, protection_label
 from fedface.report.grids import save_grid
-from fedface.runs import RunDir, machine_info, start
+from fedface.federation.checkpoint import global_models
+from fedface.runs import RunDir, RunLayout, machine_info, start
 
 log = logging.getLogger(__name__)
 ATTACK_KEYS = {"name", "target", "identities", "threats", "inversion", "backbone_only", "decoder", "cache",
@@ -54,13 +55,13 @@ ATTACK_KEYS = {"name", "target", "identities", "threats", "inversion", "backbone
 def target_weights(run_dir: str | Path) -> tuple[Path, DictConfig]:
     """The weights file a server holds for a finished run: ``model.safetensors`` (centralized) or the last
     ``checkpoint/round-*/global.safetensors`` (federation), and the run's config."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
+    layout = RunLayout(run_dir)
+    if not layout.config.exists():
         raise FileNotFoundError(f"attack.target={run_dir}: no config.yaml (give a `fedface train`/`simulate` run dir)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    weights = run_dir / "model.safetensors"
+    cfg = OmegaConf.load(layout.config)
+    weights = layout.model
     if not weights.exists():
-        rounds = sorted((run_dir / "checkpoint").glob("round-*/global.safetensors"))
+        rounds = global_models(layout.checkpoint)
         if not rounds:
             raise FileNotFoundError(f"attack.target={run_dir}: neither model.safetensors nor checkpoint/round-*")
         weights = rounds[-1]
@@ -173,7 +174,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
             arrays[f"{attack}-{threat}"] = pics
         rows.append(row)
         log.info("%s %s (%s): %s", label, attack, threat, row.get("identity", row.get("skipped")))
-        run.write_json("results.json", results)
+        run.write_results(results)
 
     mean_face = aux.float().mean(0)[None, None].expand(k, 1, -1, -1)
     add("mean face (floor)", "-", mean_face, {})
@@ -347,7 +348,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     if not malicious:
         results["skipped"] = "attack.imprint.malicious_weights=false: the honest model was sent, nothing to read"
         results["status"] = "done"
-        run.write_json("results.json", results)
+        run.write_results(results)
         run.close()
         return results
     shards = make_shards(labels.numpy(), int(tcfg.federation.num_clients) if "federation" in tcfg else 8,
@@ -408,7 +409,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
         results["rows"].append(row)
         log.info("imprint %s client %d: %d/%d recovered (> %.0f dB)", label, client, rate["recovered"],
                  rate["batch"], float(icfg.psnr_db))
-        run.write_json("results.json", results)
+        run.write_results(results)
     rec = sum(r["recovered"] for r in results["rows"])
     tot = sum(r["batch"] for r in results["rows"])
     results["recovery_rate"] = rec / tot if tot else None

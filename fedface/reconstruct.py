@@ -27,7 +27,7 @@ from fedface.data.partition import make_partition
 from fedface.data.sources import load_aux, load_configured
 from fedface.protect import build_protection, protection_label
 from fedface.report.grids import save_grid
-from fedface.runs import RunDir, machine_info, start
+from fedface.runs import RunDir, RunLayout, machine_info, start
 
 log = logging.getLogger(__name__)
 ATTACK_KEYS = {"name", "threats", "kinds", "decoder", "victims", "cache", "target", "white_box", "grid_faces",
@@ -144,7 +144,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
             grid[f"{kind} ({tname})"] = recon[: acfg.grid_faces]
             arrays[f"{kind}-{tname}"] = recon
             log.info("%s %s %s: PSNR %.2f SSIM %.3f", label, kind, tname, row["psnr"], row["ssim"])
-            run.write_json("results.json", results)  # partial results land after every row
+            run.write_results(results)  # partial results land after every row
         if acfg.white_box and knows_key:
             images, note = learned.white_box(attacker, inputs, aux, size, key_known=True)
             if images is not None:
@@ -157,8 +157,8 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
                 rows.append({"protection": label, "attack": "white-box", "threat": tname, "skipped": note})
     if acfg.get("recovered"):
         results["gradient_recoveries"] = _decode_recovered(acfg.recovered, cfg, generators, aux, size)
-    learned.save_arrays(run.path / "reconstructions.safetensors", arrays)
-    png = run.path / "grids" / f"{label}.png"
+    learned.save_arrays(run.layout.reconstructions, arrays)
+    png = run.layout.grids / f"{label}.png"
     save_grid(png, {k: (v + 1) / 2 for k, v in grid.items()},
               title=f"{cfg.data.name}: {label} -- original | masked (channel mean) | reconstructions")
     run.log_image(f"reconstruction/{label}", png)
@@ -172,7 +172,7 @@ def _decode_recovered(run_dir: str, cfg: DictConfig, generators: dict, aux: torc
     protection, scored against the attacked client's true faces (Hungarian-matched) next to the mean-face floor."""
     from fedface.metrics import score
 
-    run_cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    run_cfg = OmegaConf.load(RunLayout(run_dir).config)
     _same_protection(cfg, run_cfg)
     rows, grid = [], {}
     for rec in gradient_recoveries(Path(run_dir)):

@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +116,47 @@ def portable_command(args: list[str]) -> list[str]:
 
 
 #: what makes a folder hold a run: finished or partial results, a trained model, a federation's checkpoints
-RUN_MARKERS = ("results.json", "model.safetensors", "checkpoint")
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path in a run folder, spelled once. What writes each: ``RunDir`` (config, results, tensorboard), the
+    commands (model, partition), the federation's server (checkpoint, node policy, attacks) and its simulated clients
+    (ground truth, never sent)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    config = property(lambda self: self.root / "config.yaml")          # the resolved config of the run
+    results = property(lambda self: self.root / "results.json")        # status, metrics, provenance
+    model = property(lambda self: self.root / "model.safetensors")     # fedface train's weights
+    partition = property(lambda self: self.root / "partition.json")    # who is in which role
+    checkpoint = property(lambda self: self.root / "checkpoint")       # the federation's round-NNNNN/ folders
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    node_policy = property(lambda self: self.root / "node-policy.yaml")  # simulated nodes' privacy policy
+    ground_truth = property(lambda self: self.root / "ground_truth")   # simulated clients' inputs (attack scoring)
+    attacks = property(lambda self: self.root / "attacks")             # the malicious server's recoveries
+    reconstructions = property(lambda self: self.root / "reconstructions.safetensors")  # fedface reconstruct's
+    grids = property(lambda self: self.root / "grids")                 # figures: original | masked | recovered
+
+    judge_cache = property(lambda self: self.attacks / "judge")        # the identity judge's embeddings
+
+    def attack(self, server_round: int, node: int) -> Path:
+        """Where the server's attack on ``node``'s round-``server_round`` reply is saved."""
+        return self.attacks / f"round-{server_round}" / f"node-{node}"
+
+    def recorded(self, pattern: str) -> list[Path]:
+        """Every saved attack file named ``pattern`` (e.g. ``*.png``), all rounds and nodes, sorted."""
+        return sorted(self.attacks.glob(f"round-*/node-*/{pattern}"))
+
 #: config keys a resumed federation may change: where/how it is written, and how many rounds it goes on for
 RESUMABLE_CHANGES = ("run", "federation.resume", "federation.rounds", "federation.round_timeout")
 
 
 def earlier_run(path: Path) -> list[str]:
     """The markers of an earlier run in ``path`` (empty: the folder is free)."""
-    return [m for m in RUN_MARKERS if (Path(path) / m).exists()]
+    layout = RunLayout(path)
+    return [p.name for p in (layout.results, layout.model, layout.checkpoint) if p.exists()]
 
 
 def claim(path: Path, overwrite: bool = False, resume: bool = False) -> None:
@@ -148,7 +182,7 @@ def same_finished_run(path: Path, cfg: Any) -> bool:
     aside (where it is written and how it reports change no number)."""
     import json
 
-    results, saved = Path(path) / "results.json", Path(path) / "config.yaml"
+    results, saved = RunLayout(path).results, RunLayout(path).config
     try:
         done = json.loads(results.read_text()).get("status") == "done"
         then = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
@@ -167,12 +201,13 @@ def resume_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 class RunDir:
     def __init__(self, path: str | os.PathLike, cfg: DictConfig):
         self.path = Path(path)
+        self.layout = RunLayout(self.path)
         fed = cfg.get("federation") or {}
         reuse = bool(cfg.run.get("reuse", False))
         if reuse and same_finished_run(self.path, cfg):
             raise RunReused(f"run.dir={self.path} already holds this run (same config, finished): reused")
         claim(self.path, bool(cfg.run.get("overwrite", False)) or reuse, bool(fed.get("resume", False)))
-        atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(self.layout.config, OmegaConf.to_yaml(cfg, resolve=True))
         self._writer = None
 
     @property
@@ -180,18 +215,18 @@ class RunDir:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.path / "tensorboard"))
+            self._writer = SummaryWriter(str(self.layout.tensorboard))
         return self._writer
 
-    def write_json(self, name: str, obj: Any) -> Path:
-        target = self.path / name
-        atomic_write_json(target, obj)
-        return target
+    def write_results(self, results: dict[str, Any]) -> Path:
+        """Land ``results.json`` atomically (partial results of a long command land after every step)."""
+        atomic_write_json(self.layout.results, results)
+        return self.layout.results
 
     def finish(self, results: dict[str, Any]) -> None:
         """Mark ``results`` done, land ``results.json`` atomically and close the run."""
         results["status"] = "done"
-        self.write_json("results.json", results)
+        self.write_results(results)
         self.close()
 
     def log_image(self, tag: str, png: Path) -> None:

@@ -24,12 +24,13 @@ import numpy as np
 
 from fedface.report.schema import ACCURACY, ACCURACY_STD, AUC, TOP1
 from fedface.report.tables import markdown_table, num, pct
+from fedface.runs import RunLayout
 
 USAGE = "usage: fedface summarize RUN [RUN ...] [--seeds]   (RUN: a folder with a results.json)"
 
 
 def load(run: Path) -> dict[str, Any]:
-    path = run / "results.json"
+    path = RunLayout(run).results
     try:
         return json.loads(path.read_text())
     except OSError as err:

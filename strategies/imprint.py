@@ -21,7 +21,8 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from fedface.attacks import imprint as trap_mod
 from fedface.experiment.ground_truth import ground_truth_path, load_ground_truth
-from fedface.experiment.scoring import attacker_aux, ground_truth_dir
+from fedface.experiment.scoring import attacker_aux
+from fedface.runs import RunLayout
 from fedface.attacks.threat import AttackConfig
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.protect import input_spec
@@ -98,8 +99,8 @@ class ImprintServer:
         wd = float(self.run_config["train"].get("weight_decay", 0.0))
         cands, bins = trap_mod.read_reply(pending["trap"], returned, lr, wd, self.shape)
         out = {**base, "candidates": len(cands), "seconds": 0.0}
-        folder = self.run_dir / "attacks" / f"round-{server_round}" / f"node-{node}"
-        gt = ground_truth_path(server_round, node, ground_truth_dir(self.run_dir))
+        folder = RunLayout(self.run_dir).attack(server_round, node)
+        gt = ground_truth_path(server_round, node, RunLayout(self.run_dir).ground_truth)
         if gt is not None and gt.exists():
             records, _ = load_ground_truth(gt)
             truth = records[0].model_input

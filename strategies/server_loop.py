@@ -25,7 +25,7 @@ from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
 from fedface.protect.keys import same_fingerprint
-from fedface.runs import log_hparams, machine_info, resume_mismatch
+from fedface.runs import RunLayout, log_hparams, machine_info, resume_mismatch
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
@@ -105,7 +105,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     if secagg is not None:
         results.update(secagg=secagg.describe(), per_client_attacks=PER_CLIENT_UNAVAILABLE)
     start = 1
-    ckpt_dir = run_dir / "checkpoint"
+    ckpt_dir = RunLayout(run_dir).checkpoint
     ckpt = load_checkpoint(ckpt_dir) if fed.get("resume") else None
     if ckpt is None:
         arrays, results["pretrain"] = initial_model(cfg)
@@ -180,7 +180,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         _checkpoint(ckpt_dir, rnd, arrays, policy, optimizer,
                     {"baseline": strategy.baseline, "history": results["rounds"], "pretrain": results["pretrain"],
                      "config": cfg, "key": key_now})
-        atomic_write_json(run_dir / "results.json", results)
+        atomic_write_json(RunLayout(run_dir).results, results)
         log.info("%s", round_line(record))
         if plateaued(results["rounds"], fed.get("plateau") or {}):
             results["stopped"] = f"accuracy plateaued: no gain >= {fed['plateau']['min_delta']} in " \
@@ -203,7 +203,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             log.warning("COLLAPSED: the clients' loss sits at %.2f x ArcFace's degenerate solution (class centres' "
                         "mean cosine %.2f): its accuracy does not measure the protection", last["loss_over_degenerate"],
                         last["head_row_cosine"])
-    atomic_write_json(run_dir / "results.json", results)
+    atomic_write_json(RunLayout(run_dir).results, results)
     final = next((r for r in reversed(results["rounds"]) if r.get("accuracy") is not None), {})
     log_hparams(writer, cfg, {k: final.get(k) for k in ("accuracy", "auc", "train_loss")})
     writer.close()
@@ -232,7 +232,7 @@ def _checkpoint(folder: Path, rnd: int, arrays: dict[str, np.ndarray], policy, o
 def _tensorboard(run_dir: Path):
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(RunLayout(run_dir).tensorboard))
 
 
 def round_line(r: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 
 from fedface.experiment.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
 from fedface.experiment.keys import simulation_key
-from fedface.experiment.scoring import ground_truth_dir
 from fedface.federation.policy import ENV_VAR as POLICY_ENV, write_policy
 from fedface.federation.ray_cluster import RayConfig, cluster_address, connect
 from fedface.federation.setup import prepare_federation
@@ -58,10 +57,10 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     # the simulated nodes' privacy policy: federation.node_policy, else the experimenter's own config (one file for
     # all nodes); the run config the server sends them only requests (fedface.federation.policy)
     os.environ[POLICY_ENV] = str(plain["federation"].get("node_policy")
-                                 or write_policy(plain, run.path / "node-policy.yaml"))
+                                 or write_policy(plain, run.layout.node_policy))
     if plain["attack"]["name"] != "none" and plain["attack"].get("ground_truth", True):
         # attack experiments: simulated clients record what entered their model, for scoring (never sent)
-        os.environ[GROUND_TRUTH_ENV] = str(ground_truth_dir(run.path))
+        os.environ[GROUND_TRUTH_ENV] = str(run.layout.ground_truth)
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.WARNING)
     flwr_log.propagate = False  # flwr prints its records with its own handler; the root's would print them twice
@@ -71,7 +70,7 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
                  cluster["address"], cluster["nodes"], cluster["cpus"])
         run_simulation(server_app=server_app_for(plain, run.path), client_app=client_app,
                        num_supernodes=int(plain["federation"]["num_clients"]), backend_config=backend_config(plain))
-    results_file = run.path / "results.json"
+    results_file = run.layout.results
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     if results.get("status") != "done":
         results = {**results, "status": "failed", "error": "the ServerApp stopped before the last round (see log)"}

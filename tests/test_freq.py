@@ -199,11 +199,12 @@ def test_obfuscation_scales_wildly_and_recovery_bounds_each_channel():
     assert torch.equal(ratio, ratio.round()) and ratio.abs().max() <= 60
     assert ratio.amax() - ratio.amin() > 20
     assert ((e.sign() != a.sign()).double().mean() - 0.5).abs() < 0.1  # (-1)^u per element
-    d = recover(e)
+    d = recover(e, bias=2)
     top = d.abs().amax(dim=(-2, -1))
     assert ((top > 2) & (top <= 4)).all()  # (b^(bias-1), b^bias] with b = 2, bias = 2
+    assert torch.equal(recover(e), 2 * d)  # the default bias 3: one power of two up
     # b^v cancels exactly: magnitudes do not depend on the draw
-    d2 = recover(obfuscate(a, torch.Generator().manual_seed(7)))
+    d2 = recover(obfuscate(a, torch.Generator().manual_seed(7)), bias=2)
     assert torch.equal(d.abs(), d2.abs())
     assert torch.equal(recover(torch.zeros(1, 2, 14, 14)), torch.zeros(1, 2, 14, 14, dtype=torch.float64))
 

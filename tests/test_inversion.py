@@ -254,14 +254,13 @@ def test_federated_inversion_is_recorded_and_never_alters_the_aggregated_model(t
 def _federate_grid(tmp_path, extra, monkeypatch):
     from clients.client_app import app as client_app
     from fedface.experiment.ground_truth import ENV_VAR as GROUND_TRUTH_ENV
-    from fedface.experiment.scoring import ground_truth_dir
     from fedface.config import compose_config
     from fedface.federation.setup import prepare_federation
-    from fedface.runs import RunDir
+    from fedface.runs import RunDir, RunLayout
     from strategies.server_loop import run_federation
     from tests.local_grid import LocalGrid
 
-    monkeypatch.setenv(GROUND_TRUTH_ENV, str(ground_truth_dir(tmp_path)))  # what `fedface simulate` does
+    monkeypatch.setenv(GROUND_TRUTH_ENV, str(RunLayout(tmp_path).ground_truth))  # what `fedface simulate` does
     monkeypatch.setenv("FEDFACE_KEY", "ab" * 32)  # the clients' federation key (the server never reads it)
     composed = compose_config([*FED, "data.aux=lfwa", f"run.dir={tmp_path}", *extra])
     RunDir(tmp_path, composed)  # config.yaml, as `fedface simulate` writes it

@@ -28,6 +28,7 @@ from fedface.deploy.procs import DeployError, Processes, check_link, check_port_
 from fedface.deploy.shards import export_shards
 from fedface.federation.node_data import DATA_KEY, EVAL_KEY, OFFSET_KEY
 from fedface.federation.policy import NODE_KEY as POLICY_KEY, write_policy
+from fedface.runs import RunLayout
 from fedface.io import atomic_write_text
 from fedface.protect.keys import ENV_VAR as KEY_ENV
 
@@ -254,7 +255,7 @@ def flwr_run(cfg: DeployConfig, run_dir: Path, overrides: list[str], timeout: fl
     res = flwr_cli(cfg, ["run", str(REPO_ROOT), CONNECTION, "--stream", "-c", run_config], timeout=timeout)
     (cfg.workdir / "logs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.workdir / "logs" / "flwr-run.log", res.stdout + res.stderr)
-    results = run_dir / "results.json"
+    results = RunLayout(run_dir).results
     if res.returncode != 0 or not results.is_file():
         raise DeployError(f"`flwr run` failed (exit {res.returncode}); see {cfg.workdir / 'logs' / 'flwr-run.log'}:"
                           f"\n{(res.stdout + res.stderr).strip()[-1500:]}")

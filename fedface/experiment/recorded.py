@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from fedface.experiment.ground_truth import load_ground_truth
-from fedface.experiment.scoring import ground_truth_dir, truth
+from fedface.experiment.ground_truth import ground_truth_path, load_ground_truth
+from fedface.experiment.scoring import truth
+from fedface.runs import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def recorded_inversions(run_dir) -> dict[int, dict[str, Any]]:
     concatenated ``model_input`` of every attacked node, the head ``rows`` they target (= their identities under a
     shared head) and each node's summary."""
     by_round: dict[int, dict[str, Any]] = {}
-    for summary in sorted(Path(run_dir).glob("attacks/round-*/node-*/inversion.json")):
+    for summary in RunLayout(run_dir).recorded("inversion.json"):
         tensors = load_file(str(summary.with_suffix(".safetensors")))
         facts = json.loads(summary.read_text())
         rnd = int(summary.parent.parent.name.split("-")[1])
@@ -37,12 +38,13 @@ def recorded_inversions(run_dir) -> dict[int, dict[str, Any]]:
 def gradient_recoveries(run_dir: Path) -> list[dict[str, Any]]:
     """What a gradient-attacked federation run (``fedface simulate attack=gradient``) recovered, with the attacked
     client's true pixels: one entry per attacked reply and gradient threat (the policy channel has no pixels)."""
-    run_dir = Path(run_dir)
+    run_dir, layout = Path(run_dir), RunLayout(run_dir)
     found = []
-    for f in sorted(run_dir.glob("attacks/round-*/node-*/*.safetensors")):
+    for f in layout.recorded("*.safetensors"):
         if f.stem == "policy":
             continue
-        gt = ground_truth_dir(run_dir) / f.parent.parent.name / f"{f.parent.name}.safetensors"
+        rnd, node = (int(part.name.split("-")[1]) for part in (f.parent.parent, f.parent))
+        gt = ground_truth_path(rnd, node, layout.ground_truth)
         if not gt.exists():
             log.warning("%s: no ground truth %s, not scored", f, gt)
             continue
@@ -64,7 +66,7 @@ def _skipped_gradient_attacks(run_dir: Path) -> list[str]:
     """Why a federation run's gradient attacks recovered nothing, from its results.json (distinct reasons); empty
     unless it recorded gradient attacks and every one of them was skipped."""
     try:
-        rounds = json.loads((run_dir / "results.json").read_text()).get("rounds") or []
+        rounds = json.loads(RunLayout(run_dir).results.read_text()).get("rounds") or []
     except (OSError, ValueError):
         return []
     attacks = [a for r in rounds for a in r.get("attacks") or [] if a.get("attack") == "gradient"]

@@ -33,11 +33,8 @@ from fedface.experiment.keys import clients_key, colluders_key
 from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
 from fedface.protect import build_protection
+from fedface.runs import RunLayout
 from fedface.train.loop import StepRecord
-
-
-def ground_truth_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "ground_truth"
 
 
 def attack_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: AttackConfig, threat: ThreatModel,
@@ -95,7 +92,7 @@ def policy_channel_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: At
 
 
 def _out_dir(obs: Observation, run_dir: Path) -> Path:
-    return Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
+    return RunLayout(run_dir).attack(obs.server_round, obs.node)
 
 
 def _records(obs: Observation, run_dir: Path) -> tuple[list[StepRecord] | None, torch.Tensor | None]:
@@ -104,7 +101,7 @@ def _records(obs: Observation, run_dir: Path) -> tuple[list[StepRecord] | None, 
     offset so that two clients' images stay distinct)."""
     out, people, offset = [], [], 0
     for node in obs.members or [obs.node]:
-        gt_file = ground_truth_path(obs.server_round, node, ground_truth_dir(run_dir))
+        gt_file = ground_truth_path(obs.server_round, node, RunLayout(run_dir).ground_truth)
         if gt_file is None or not gt_file.exists():
             return None, None
         records, meta = load_ground_truth(gt_file)
@@ -125,7 +122,7 @@ def identity_scores(images: torch.Tensor, people: torch.Tensor, records: list[St
     the person; otherwise the person of the true image it was matched to in pixel space."""
     gallery, labels = _gallery(json.dumps(run_cfg["data"], sort_keys=True), int(run_cfg["seed"]))
     judge = IdentityJudge(gallery, labels, _target_system(obs, run_cfg, gallery), int(run_cfg["seed"]),
-                          cache=Path(run_dir) / "attacks" / "judge")
+                          cache=RunLayout(run_dir).judge_cache)
     if rec.soft_labels is not None and obs.has_head:
         slots = list(range(len(images)))
         claimed = torch.as_tensor(rec.label_set)[rec.soft_labels.argmax(dim=1)]
@@ -306,8 +303,6 @@ def inversion_and_score(obs, run_config: Mapping[str, Any], inversion_cfg: Mappi
     (``fedface.experiment.recorded.recorded_inversions``). With a local head nothing identifies a client's people:
     the reply is skipped with that reason.
     """
-    from pathlib import Path
-
     import numpy as np
 
     from fedface.io import atomic_save_safetensors, atomic_write_json
@@ -326,7 +321,7 @@ def inversion_and_score(obs, run_config: Mapping[str, Any], inversion_cfg: Mappi
     rows = torch.argsort(moved, descending=True)[: max(1, int(identities))]
     cfg = CentreInversionConfig.from_cfg({**dict(inversion_cfg), "prior": "free"})
     out = invert_centres(backbone, returned[rows], spec.shape, cfg)
-    folder = Path(run_dir) / "attacks" / f"round-{obs.server_round}" / f"node-{obs.node}"
+    folder = _out_dir(obs, run_dir)
     summary = {**base, "rows": rows.tolist(), "row_movement": [round(float(moved[r]), 6) for r in rows],
                "centre_cos": [round(float(c), 4) for c in out["cos"]], "centre_cos_mean": float(out["cos"].mean()),
                "steps": out["steps"], "seconds": round(out["seconds"], 2), "stopped": out["stopped"],
@@ -340,7 +335,7 @@ def inversion_and_score(obs, run_config: Mapping[str, Any], inversion_cfg: Mappi
 def _row_truth(rows: list[int], obs, run_dir) -> dict[str, Any]:
     """The scorer's check of the most-moved-rows heuristic against the client's recorded labels (every class it
     trained on this round, MixUp partners included)."""
-    path = ground_truth_path(obs.server_round, obs.node, ground_truth_dir(run_dir))
+    path = ground_truth_path(obs.server_round, obs.node, RunLayout(run_dir).ground_truth)
     if path is None or not path.exists():
         return {"row_truth_unavailable": "no ground truth recorded by the client (attack.ground_truth=false?)"}
     own = set()

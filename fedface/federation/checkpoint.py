@@ -25,6 +25,11 @@ ARRAYS, POLICY, STATE = "global.safetensors", "policy.safetensors", "state.json"
 KEEP_ROUNDS = 2
 
 
+def global_models(folder: Path) -> list[Path]:
+    """The checkpointed global weights in ``folder``, oldest round first (what a server holds of a finished run)."""
+    return sorted(Path(folder).glob(f"round-*/{ARRAYS}"))
+
+
 def save_checkpoint(folder: Path, server_round: int, arrays: dict[str, np.ndarray],
                     policy: dict[str, np.ndarray] | None, state: dict[str, Any]) -> None:
     """Write round ``server_round`` into its own sub-folder, then point ``state.json`` at it (the commit point)."""
