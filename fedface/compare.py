@@ -154,6 +154,7 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
     notes: list[str] = []
     base = [o for o in overrides if not o.lstrip("+~").startswith("compare.")]
     data_override: list[str] = []
+    gradient = list(spec.gradient)
     if not data_present(cfg):
         if spec.get("fallback") != "synthetic":
             raise FileNotFoundError(f"experiment {spec.name}: data={cfg.data.name} is not on disk (FEDFACE_DATA or "
@@ -167,6 +168,11 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
             attacks = [a for a in attacks if a != "model_inversion"]
             notes.append("model inversion skipped: its face prior and decoder come from LFW-a auxiliary faces, which "
                          "are not on disk")
+        if "gradient" in attacks and any(g.replace(" ", "") in ("attack.gradient.prior=pca", "attack.gradient.prior=gan")
+                                         for g in gradient):
+            gradient.append("attack.gradient.prior=free")
+            notes.append("gradient inversion without its face prior (prior=free): the prior is learned from LFW-a "
+                         "auxiliary faces, which are not on disk")
         notes.insert(0, f"NOTE: data={cfg.data.name} is not on disk -- this compare ran on SYNTHETIC faces; its "
                         f"numbers say nothing about real faces. Put ORL under ../shared/data or FEDFACE_DATA.")
         for n in notes:
@@ -189,7 +195,7 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
             if not runnable:
                 continue
             cell_over = [*base, *data_override, *PROTECTIONS[protection], f"seed={seed}"]
-            fed = compose_config([*cell_over, *(["attack=gradient", *spec.gradient] if "gradient" in runnable
+            fed = compose_config([*cell_over, *(["attack=gradient", *gradient] if "gradient" in runnable
                                                 else ["attack=none"])])
             rec = compose_config([*cell_over, "attack=learned", *spec.learned]) if "learned" in runnable else None
             inv = compose_config([*cell_over, "attack=inversion", *(spec.get("model_inversion") or [])]) \

@@ -310,6 +310,9 @@ def test_demo_falls_back_to_synthetic_faces_with_a_loud_note(tmp_path, monkeypat
     assert notes and "SYNTHETIC" in notes[0] and any("learned reconstruction skipped" in n for n in notes)
     assert {c["federation"]["data"]["name"] for c in cells} == {"synthetic"}
     assert all(c["attacks"] == ["gradient"] and c["reconstruct"] is None for c in cells)
+    # the demo's GGL prior is learned from LFW-a aux faces: without them the attack runs without its prior, and says so
+    assert cfg.compare.gradient[-1] == "attack.gradient.prior=pca" and any("prior=free" in n for n in notes)
+    assert {c["federation"]["attack"]["gradient"]["prior"] for c in cells} == {"free"}
     with pytest.raises(FileNotFoundError, match="not on disk"):
         compare.cell_plan(["experiment=orl"], compare.load_experiment(["experiment=orl"]))
 
