@@ -33,12 +33,5 @@ elif [ "$set_name" = lfw ]; then
 else
   echo "unknown set '$set_name' (orl | lfw)" >&2; exit 2
 fi
-selected=("$@"); [ ${#selected[@]} -eq 0 ] && selected=("${!rows[@]}")
-for row in "${selected[@]}"; do
-  [ -n "${rows[$row]+x}" ] || { echo "unknown row '$row' for set $set_name: ${!rows[*]}" >&2; exit 2; }
-  dir="results/fed-$set_name/$row"
-  # shellcheck disable=SC2086
-  .venv/bin/fedface simulate $common ${rows[$row]} threads=1 federation.ray.num_cpus=1 run.progress=false \
-    run.dir="$dir" run.reuse=true
-done
-.venv/bin/fedface summarize results/fed-"$set_name"/*
+source scripts/recipes/rows.sh
+run_rows simulate "results/fed-$set_name" "$common threads=1 federation.ray.num_cpus=1 run.progress=false" "$@"

@@ -29,12 +29,5 @@ for b in 4 8; do
 done
 order=()
 for p in none fr_fd ppfr_fd ppfr_ada obfuscator; do for b in 4 8; do for s in 1 4; do order+=("$p-b$b-s$s"); done; done; done
-selected=("$@"); [ ${#selected[@]} -eq 0 ] && selected=("${order[@]}")
-for row in "${selected[@]}"; do
-  [ -n "${rows[$row]+x}" ] || { echo "unknown row '$row': ${order[*]}" >&2; exit 2; }
-  dir="results/attack-orl/$row"
-  # shellcheck disable=SC2086
-  .venv/bin/fedface simulate $common ${rows[$row]} threads=1 federation.ray.num_cpus=1 run.progress=false \
-    run.dir="$dir" run.reuse=true
-done
-.venv/bin/fedface summarize results/attack-orl/*
+source scripts/recipes/rows.sh
+run_rows simulate results/attack-orl "$common threads=1 federation.ray.num_cpus=1 run.progress=false" "$@"
