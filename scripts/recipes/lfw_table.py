@@ -54,7 +54,7 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "ppfr_fd-e48": (f"{PPFR} train.epochs=48", (0,)),
     "ppfr_fd-mixup-k2-m0.2-e48": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2 train.epochs=48", (0,)),
     "ppfr_fd-adamixup-2-5-m0.2-e48": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2 "
-                                      "train.epochs=48", (0,)),
+                                      "train.epochs=48", (0, 1, 2)),
     "instahide": ("protect=instahide", (0,)),
     "peep": ("protect=peep", (0,)),
 }
