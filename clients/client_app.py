@@ -28,6 +28,7 @@ from fedface.federation.client import ClientTask, client_seed
 from fedface.federation.node_data import NodeFolders
 from fedface.protect import needs_key
 from fedface.federation.policy import NodePolicy, PolicyRefusal
+from fedface.train.loop import planned_steps
 from fedface.protect.keys import DEMO_KEY, fingerprint, load_key
 from clients.records import (ARRAYS, CONFIG, DP_HISTORY, KEY_FINGERPRINT, KEY_NONCE, LOCAL, METRICS, POLICY,
                                 POLICY_UPDATE, RUN_CONFIG, from_record, metric_record, to_record)
@@ -90,10 +91,11 @@ def _dp_history(context: Context) -> list[tuple[float, float, int]]:
 def train(msg: Message, context: Context) -> Message:
     task, cfg, node_policy = _task(msg, context)
     round_cfg = msg.content[CONFIG]
-    why = node_policy.round_refusal(round_cfg, task.num_examples, int(cfg["train"]["batch_size"]))
+    server_round = int(round_cfg["server-round"])
+    steps = planned_steps(task.round_train_config(dict(round_cfg)), task.num_examples)
+    why = node_policy.round_refusal(server_round, steps)
     if why is not None:  # the round's own settings: the server sends them every round
         raise PolicyRefusal(f"refused by the node's privacy policy: {why}")
-    server_round = int(round_cfg["server-round"])
     fail = float(cfg["federation"].get("failure_prob", 0.0))
     if fail and random.Random(client_seed(int(cfg["seed"]), server_round, task.partition_id) + 1).random() < fail:
         raise InjectedFailure(f"injected failure of partition {task.partition_id} in round {server_round}")

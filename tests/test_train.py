@@ -25,6 +25,18 @@ def test_training_lowers_the_loss():
     assert res.epoch_losses[-1] < 0.7 * res.epoch_losses[0]
 
 
+@pytest.mark.parametrize("cfg, expected", [(TrainConfig(epochs=2, batch_size=24), 4),  # 64 images: 24 + 24 an epoch
+                                           (TrainConfig(epochs=2, batch_size=24, drop_last=False), 6),  # + 16
+                                           (TrainConfig(steps=3, batch_size=100), 3)])
+def test_planned_steps_are_the_steps_train_local_runs(cfg, expected):
+    """A node's policy counts a round's local steps before training (planned_steps); it must be what runs."""
+    from fedface.train.loop import planned_steps
+
+    d, prot, net, head = _setup()
+    res = train_local(net, head, prot, d.images, d.labels, cfg, torch.Generator().manual_seed(0))
+    assert res.steps == planned_steps(cfg, len(d.labels)) == expected
+
+
 def test_same_seed_same_weights():
     outs = []
     for _ in range(2):

@@ -87,6 +87,11 @@ class ClientTask:
         shared = federated_state(self.backbone, self.head, self.head_mode, self.bn_mode, self.floats_only)
         return {k: v for k, v in everything.items() if k not in shared}
 
+    def round_train_config(self, round_cfg: Mapping[str, Any]) -> TrainConfig:
+        """The run's train config with what the server sends each round (lr, epochs, steps, schedule)."""
+        return TrainConfig(**{**self.tcfg.__dict__, **{k: round_cfg[k] for k in ("lr", "epochs", "steps", "schedule")
+                                                       if k in round_cfg}, "margin_warmup": 0.0})
+
     def train(self, arrays: Mapping[str, np.ndarray], server_round: int, round_cfg: Mapping[str, Any],
               policy: Mapping[str, np.ndarray] | None = None, baseline: float | None = None,
               local_state: Mapping[str, np.ndarray] | None = None, ground_truth: Path | None = None,
@@ -102,8 +107,7 @@ class ClientTask:
         if self.mixer is not None and self.mixer.policy is not None:
             self.mixer.policy.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in policy.items()})
             self.mixer.baseline = baseline
-        tcfg = TrainConfig(**{**self.tcfg.__dict__, **{k: round_cfg[k] for k in ("lr", "epochs", "steps", "schedule")
-                                                        if k in round_cfg}, "margin_warmup": 0.0})
+        tcfg = self.round_train_config(round_cfg)
         # the margin warm-up runs over rounds, not within each round's few local steps (server_loop.round_config)
         self.head.margin_scale = min(1.0, max(0.0, float(round_cfg.get("margin-scale", 1.0))))
         seed = client_seed(int(self.cfg["seed"]), server_round, self.partition_id)

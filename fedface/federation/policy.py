@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,16 +129,13 @@ class NodePolicy:
                    f"{self.min_local_steps} local steps per round"
         return None
 
-    def round_refusal(self, round_cfg: Mapping[str, Any], examples: int, batch_size: int) -> str | None:
-        """Why this node refuses one round's train config (the server sends ``epochs`` and maybe ``steps`` with every
-        round, so a run config that passed pre-flight does not bind them), or None. ``examples`` is the node's shard
-        size: a round of ``epochs`` runs epochs * ceil(examples / batch) steps (``fedface.train.loop.train_local``)."""
-        steps = round_cfg.get("steps")
-        if steps is None:
-            steps = int(round_cfg.get("epochs", 1)) * math.ceil(examples / max(1, min(batch_size, examples)))
-        if int(steps) < self.min_local_steps:
-            return f"round {round_cfg.get('server-round', '?')} asks for {int(steps)} local step(s), this node's " \
-                   f"policy requires >= {self.min_local_steps}"
+    def round_refusal(self, server_round: int, steps: int) -> str | None:
+        """Why this node refuses a round whose train config would run ``steps`` local optimiser steps (the server
+        sends ``epochs`` and maybe ``steps`` with every round, so a run config that passed pre-flight does not bind
+        them; the node counts them as it will train, ``fedface.train.loop.planned_steps``), or None."""
+        if steps < self.min_local_steps:
+            return f"round {server_round} asks for {steps} local step(s), this node's policy requires >= " \
+                   f"{self.min_local_steps}"
         return None
 
     def enforce(self, cfg: dict[str, Any]) -> dict[str, Any]:

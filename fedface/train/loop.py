@@ -205,6 +205,14 @@ def round_margin_scale(cfg: Mapping[str, Any], server_round: int) -> float:
                         (server_round - 1) / int(cfg["federation"]["rounds"]))
 
 
+def planned_steps(cfg: TrainConfig, examples: int) -> int:
+    """How many optimiser steps ``train_local`` runs on ``examples`` images: ``steps`` when set, else ``epochs`` x
+    the batches of an epoch (the last partial batch dropped with ``drop_last``). A node's privacy policy checks it."""
+    bs = min(cfg.batch_size, examples)
+    per_epoch = examples // bs if cfg.drop_last else math.ceil(examples / bs)
+    return cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+
+
 def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
                 labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
                 optimizer: torch.optim.Optimizer | None = None, progress: bool = False,
@@ -225,7 +233,7 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
         raise ValueError("cannot train on an empty shard (0 images)")
     bs = min(cfg.batch_size, n)
     per_epoch = n // bs if cfg.drop_last else math.ceil(n / bs)
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    total = planned_steps(cfg, n)
     if optimizer is None:
         params = [*backbone.parameters(), *head.parameters(), *protection.parameters()]
         optimizer = make_optimizer([p for p in params if p.requires_grad], cfg)
