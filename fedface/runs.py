@@ -206,7 +206,8 @@ class RunDir:
         reuse = bool(cfg.run.get("reuse", False))
         if reuse and same_finished_run(self.path, cfg):
             raise RunReused(f"run.dir={self.path} already holds this run (same config, finished): reused")
-        claim(self.path, bool(cfg.run.get("overwrite", False)) or reuse, bool(fed.get("resume", False)))
+        resume = bool(fed.get("resume", False))  # resuming keeps the folder's unfinished run, reuse or not
+        claim(self.path, bool(cfg.run.get("overwrite", False)) or (reuse and not resume), resume)
         atomic_write_text(self.layout.config, OmegaConf.to_yaml(cfg, resolve=True))
         self._writer = None
 
