@@ -10,7 +10,7 @@ weights the server sent, BatchNorm in train mode as the client trains):
      correlation the true f_i have with each other (what mixing alone would give);
   2. the decoded faces' PSNR against the originals and the mean-face floor (64 x 64).
 
-usage: python scripts/diagnostics/fc_leak.py [--model tiny] [--batch 4 8] [--pretrain 0] [--steps 400]
+usage: python scripts/diagnostics/fc_leak.py [--model tiny] [--embedding-size 128] [--batch 4 8] [--steps 400]
 """
 from __future__ import annotations
 
@@ -79,6 +79,8 @@ def separate(grad: torch.Tensor, batch: int, reference: torch.Tensor, seed: int 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--embedding-size", type=int, default=128,
+                    help="rows of trunk.fc (ICA separates at most this many); configs/model/tiny.yaml uses 64")
     ap.add_argument("--batch", type=int, nargs="*", default=[4, 8])
     ap.add_argument("--steps", type=int, default=400, help="decoder training steps")
     ap.add_argument("--seed", type=int, default=0)
@@ -91,7 +93,8 @@ def main() -> None:
     aux = load_aux(table)
     aux = torch.cat([aux, aux.flip(-1)])
     protection = build_protection("none")
-    backbone = build_backbone({"name": args.model}, protection.output_spec(112, 112))
+    backbone = build_backbone({"name": args.model, "embedding_size": args.embedding_size},
+                              protection.output_spec(112, 112))
     head = build_head({"head": {"s": 32.0, "m": 0.5}}, backbone.embedding_size, data.num_identities)
     train_idx = np.asarray(table.train_idx)
     judge = IdentityJudge(data.images[train_idx], data.labels[train_idx], "no target system in this probe", args.seed)
