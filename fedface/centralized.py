@@ -24,7 +24,7 @@ from fedface.runs import RunDir, log_hparams, machine_info, start
 from fedface.train import NonFiniteLossError, TrainConfig, collapse, pick_device, train_local
 from fedface.train.collapse import expected_degenerate_loss
 from fedface.protect.dp import check_config as check_dp
-from fedface.report.schema import ACCURACY, AUC, TAR_1E3
+from fedface.report.schema import ACCURACY, AUC, TAR_1E3, TRAIN, validate
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def run_train(cfg: DictConfig) -> dict:
                             progress=bool(cfg.run.progress), on_epoch=on_epoch, mixer=mixer)
     except NonFiniteLossError as err:
         results.update(status="failed", error=str(err))
+        validate(results, TRAIN)
         run.write_results(results)
         run.close()
         raise
@@ -122,6 +123,7 @@ def run_train(cfg: DictConfig) -> dict:
         state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
         state.update({f"head.{k}": v for k, v in head.state_dict().items()})
         atomic_save_safetensors(run.layout.model, {k: v.detach().cpu().numpy() for k, v in state.items()})
+    validate(results, TRAIN)  # the documented shape (docs/compare-schema.md), or one error naming the key
     run.write_results(results)
     run.close()
     return results

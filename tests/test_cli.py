@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,12 @@ def test_train_writes_config_results_and_tensorboard(tmp_path, capsys):
     assert main(["train", *FAST, f"run.dir={run_dir}"]) == 0
     res = json.loads((run_dir / "results.json").read_text())
     assert res["status"] == "done" and 0.0 <= res["verification"]["accuracy"] <= 1.0
+    from fedface.report.schema import TRAIN, describe, validate
+
+    validate(res, TRAIN)  # the documented shape, in docs/compare-schema.md
+    assert describe(TRAIN) in (Path(__file__).resolve().parents[1] / "docs" / "compare-schema.md").read_text()
+    with pytest.raises(ValueError, match="results.verification.auc: missing"):
+        validate({**res, "verification": {k: v for k, v in res["verification"].items() if k != "auc"}}, TRAIN)
     assert res["data"]["identities"]["train"] == 8 and res["data"]["pairs"]["pairs"] == 60
     prov = res["machine"]["provenance"]  # which code, which packages, which command made this number
     assert len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool) and prov["packages"]["torch"]

@@ -1,4 +1,5 @@
-"""The documented shape of a compare's ``results.json`` (``fedface compare``), checked by ``validate``.
+"""The documented shape of the results.json of ``fedface compare`` (``RESULTS``) and ``fedface train`` (``TRAIN``),
+checked by ``validate``.
 
 A schema is a dict ``key -> (types, required, description)``; a nested dict schema is given as the type. Types are
 Python types; ``None`` in the tuple allows null. ``validate`` raises one ValueError naming the path of the first
@@ -121,6 +122,46 @@ RESULTS = {
     "machine": (dict, True, "the machine"),
     "records": ([RECORD], True, "one per (protection, attack, seed)"),
     "summary": ([SUMMARY], True, "one per (protection, attack)"),
+}
+
+
+CURVE_POINT = {
+    "epoch": (int, True, "1-based"),
+    "loss": (NUM, True, "mean training loss of the epoch"),
+    "degenerate_loss": (OPT_NUM, True, "the loss of ArcFace's degenerate solution for this head and mix "
+                                       "(fedface.train.collapse)"),
+    "head_row_cosine": (OPT_NUM, True, "mean pairwise cosine of the class centres"),
+    ACCURACY: (OPT_NUM, False, "with eval.every: verification accuracy after this epoch"),
+}
+
+VERIFICATION = {
+    ACCURACY: (NUM, True, "10-fold verification accuracy on the held-out identities' pairs"),
+    ACCURACY_STD: (NUM, True, "its standard deviation over the folds"),
+    "fold_accuracy": (list, True, "per fold"),
+    "threshold": (NUM, True, "the cosine threshold (chosen on the other folds)"),
+    AUC: (NUM, True, "ROC AUC of the pairs"),
+    "eer": (NUM, True, "equal error rate"),
+    "tar_at_far": (dict, True, "TAR at FAR 0.001 and 0.01 (null: too few impostor pairs)"),
+    "pairs": (int, True, "verification pairs"), "genuine": (int, True, ""), "impostor": (int, True, ""),
+    "identification": ((dict, type(None)), False, "top1, gallery and probes on the held-out identities"),
+}
+
+TRAIN = {
+    "command": (str, True, "train"),
+    "status": (str, True, "done | failed | running (the file lands only done or failed)"),
+    "error": (str, False, "failed: why (e.g. a non-finite loss, naming the epoch and step)"),
+    "data": (dict, True, "the partition table's summary: dataset, protocol, identities and images per role, pairs"),
+    "protection": (dict, True, "the protection's own description (after training: learnt parts as trained)"),
+    "mixup": (dict, True, "MixUp's description ({name: none} without); adaptive: the k histogram and final PMF"),
+    "model": (dict, True, "name, parameters, input shape, stem"),
+    "seed": (int, True, "every seed of the run"),
+    "machine": (dict, True, "platform, versions, CPU/GPU, provenance (commit, dirty, packages, command)"),
+    "curve": ([CURVE_POINT], True, "one point per finished epoch"),
+    "collapse": (dict, False, "done: the verdict of fedface.train.collapse on the final loss and the head"),
+    "verification": (VERIFICATION, False, "done: fedface.eval.verification on the held-out identities"),
+    "train": (dict, False, "done: seconds, steps, examples, images_per_second, seconds_per_epoch, final_loss"),
+    "eval_seconds": (NUM, False, "done: evaluation wall time"),
+    "dp": (dict, False, "protect=dp_sgd: epsilon, delta and the accountant's inputs"),
 }
 
 
