@@ -93,3 +93,15 @@ def test_command_help_cfg_job_and_multirun(capsys):
     assert "rounds: 3" in out and "name: ppfr_fd" in out
     assert main(["train", "-m", "seed=1,2"]) == 2
     assert "multirun" in capsys.readouterr().err
+
+
+def test_a_non_finite_loss_still_lands_a_valid_failed_results_json(tmp_path, capsys):
+    from fedface.report.schema import TRAIN, validate
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *FAST, f"run.dir={run_dir}", "train.lr=1e20"]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and "train.lr" in err and err.count("\n") == 1
+    res = json.loads((run_dir / "results.json").read_text())
+    validate(res, TRAIN)
+    assert res["status"] == "failed" and "non-finite" in res["error"]
