@@ -106,8 +106,8 @@ def main(argv: list[str]) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for line in pool.map(lambda r: run_one(*r, args.out, args.epochs), todo):
             print(line, flush=True)
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), "--seeds",
-                    *[str(args.out / name) for name, _ in todo]], cwd=ROOT)
+    finished = [str(args.out / name) for name, _ in todo if (args.out / name / "results.json").exists()]
+    subprocess.run([sys.executable, "-m", "fedface.cli", "summarize", "--seeds", *finished], cwd=ROOT)
     return 0
 
 
