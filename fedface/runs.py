@@ -12,6 +12,7 @@ this a second run silently destroyed the first.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -115,7 +116,6 @@ def portable_command(args: list[str]) -> list[str]:
             for arg in args for key, sep, value in [arg.partition("=")]]
 
 
-#: what makes a folder hold a run: finished or partial results, a trained model, a federation's checkpoints
 @dataclass(frozen=True)
 class RunLayout:
     """Every path in a run folder, spelled once. What writes each: ``RunDir`` (config, results, tensorboard), the
@@ -154,7 +154,8 @@ RESUMABLE_CHANGES = ("run", "federation.resume", "federation.rounds", "federatio
 
 
 def earlier_run(path: Path) -> list[str]:
-    """The markers of an earlier run in ``path`` (empty: the folder is free)."""
+    """The markers of an earlier run in ``path`` (empty: the folder is free): finished or partial results, a trained
+    model, a federation's checkpoints."""
     layout = RunLayout(path)
     return [p.name for p in (layout.results, layout.model, layout.checkpoint) if p.exists()]
 
@@ -180,12 +181,10 @@ class RunReused(Exception):
 def same_finished_run(path: Path, cfg: Any) -> bool:
     """``path`` holds a finished run (results.json with status done) whose saved config equals ``cfg``, ``run.*``
     aside (where it is written and how it reports change no number)."""
-    import json
-
-    results, saved = RunLayout(path).results, RunLayout(path).config
+    layout = RunLayout(path)
     try:
-        done = json.loads(results.read_text()).get("status") == "done"
-        then = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        done = json.loads(layout.results.read_text()).get("status") == "done"
+        then = OmegaConf.to_container(OmegaConf.load(layout.config), resolve=True)
     except (OSError, ValueError):
         return False
     now = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)

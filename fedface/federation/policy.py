@@ -5,8 +5,8 @@ is node configuration, read on the node: the protection (a preset of ``configs/p
 ``protect`` mapping), the smallest MixUp k it accepts, whether it requires SecAgg+, whether it accepts a
 server-described trap module (``attack=imprint``, a research mode), and the smallest local batch and the fewest
 local optimiser steps per round it trains with -- the round settings a gradient-inversion server would shrink
-(one step of a small batch is the easiest update to invert; docs/attacks.md "What a node's minimums buy"). The node builds its protection from its policy,
-never from the message, and refuses -- before it reads a single face -- a run whose request differs from its
+(one step of a small batch is the easiest update to invert; docs/attacks.md "What a node's minimums buy"). The node
+builds its protection from its policy, never from the message, and refuses -- before it reads a single face -- a run whose request differs from its
 protection or is weaker than the rest of its policy; the refusal is a failed reply whose reason the server records.
 
 Where the policy comes from: the node config key ``privacy-policy`` (a YAML file on the node, ``fedface deploy``

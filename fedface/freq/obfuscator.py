@@ -66,9 +66,7 @@ def _upscaled_dct_kernel(upscale: int, keep: int) -> torch.Tensor:
 def upscaled_coefficients(x: torch.Tensor, keep: int, upscale: int = UPSCALE) -> torch.Tensor:
     """Raw pixels (B, 1, H, W) in [0, 255] -> the lowest ``keep`` zig-zag BDCT channels of the face upscaled
     ``upscale`` times (bilinear, half-pixel centres), (B, keep, H*upscale/8, W*upscale/8), float64.
-    ``upscale`` must divide 8."""
-    if BLOCK % upscale:
-        raise ValueError(f"protect.upscale={upscale} must divide {BLOCK} (1, 2, 4 or 8)")
+    ``upscale`` divides 8 (``Obfuscator`` checks ``protect.upscale``)."""
     block_grid(x.shape[-2] * upscale, x.shape[-1] * upscale)  # ValueError naming the upscaled shape
     x = x.to(torch.float64) / 255.0  # as ppfr.coefficients: [0, 1], not centred
     if upscale == 1:

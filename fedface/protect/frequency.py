@@ -127,7 +127,7 @@ class Obfuscator(Protection):
     """`obfuscator`: paper 002. Face upscaled 8x (section 5.1) -> AC01 + AC10 -> self-normalisation (beta) -> sign
     flips and b^v scales (Algorithm 1) -> identity recovery (Algorithm 2). The recovery runs on the client inside its
     model, so ``model_input`` is the RECOVERED tensor (float32), 2 x 112 x 112 for a 112 px face. Config: channels
-    ([1, 2]), upscale (8; 1 = the 14 x 14 block grid), base (2), v_min (-60), v_max (60), bias (2), beta (1e-5).
+    ([1, 2]), upscale (8; 1 = the 14 x 14 block grid), base (2), v_min (-60), v_max (60), bias (3), beta (1e-5).
     """
 
     name = "obfuscator"

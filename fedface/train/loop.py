@@ -205,12 +205,16 @@ def round_margin_scale(cfg: Mapping[str, Any], server_round: int) -> float:
                         (server_round - 1) / int(cfg["federation"]["rounds"]))
 
 
+def batches_per_epoch(cfg: TrainConfig, examples: int) -> int:
+    """Batches of an epoch of ``examples`` images (the last partial batch dropped with ``drop_last``)."""
+    bs = min(cfg.batch_size, examples)
+    return examples // bs if cfg.drop_last else math.ceil(examples / bs)
+
+
 def planned_steps(cfg: TrainConfig, examples: int) -> int:
     """How many optimiser steps ``train_local`` runs on ``examples`` images: ``steps`` when set, else ``epochs`` x
-    the batches of an epoch (the last partial batch dropped with ``drop_last``). A node's privacy policy checks it."""
-    bs = min(cfg.batch_size, examples)
-    per_epoch = examples // bs if cfg.drop_last else math.ceil(examples / bs)
-    return cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    the batches of an epoch. A node's privacy policy checks it before training."""
+    return cfg.steps if cfg.steps is not None else cfg.epochs * batches_per_epoch(cfg, examples)
 
 
 def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, images: torch.Tensor,
@@ -232,7 +236,7 @@ def train_local(backbone: nn.Module, head: nn.Module, protection: Protection, im
     if n == 0:
         raise ValueError("cannot train on an empty shard (0 images)")
     bs = min(cfg.batch_size, n)
-    per_epoch = n // bs if cfg.drop_last else math.ceil(n / bs)
+    per_epoch = batches_per_epoch(cfg, n)
     total = planned_steps(cfg, n)
     if optimizer is None:
         params = [*backbone.parameters(), *head.parameters(), *protection.parameters()]

@@ -35,7 +35,7 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "obfuscator": ("protect=obfuscator", (0,)),
     "obfuscator-m0.2": ("protect=obfuscator model.head.m=0.2", (0,)),
     # the variant this project shipped until 2026-12-07: BDCT of the 112 px face, not of its 8x upscale (14 x 14)
-    "obfuscator-14px": (f"{OBF14}", (0,)),
+    "obfuscator-14px": (OBF14, (0,)),
     "obfuscator-14px-m0.2": (f"{OBF14} model.head.m=0.2", (0,)),
     "obfuscator-14px-nobias": (f"{OBF14} model.embedding_bias=false", (0,)),
     "obfuscator-14px-nobias-warmup": (f"{OBF14} model.embedding_bias=false train.margin_warmup=0.25", (0,)),
