@@ -74,6 +74,51 @@ def test_unknown_dataset_lists_known_names():
         load_faces("casia")
 
 
+def test_synthetic_faces_are_drawn_once_per_machine(monkeypatch):
+    """A second process (here: the in-memory memo dropped) maps the drawing from the cache instead of drawing again,
+    and gets exactly the faces the generator draws."""
+    from fedface.data import sources, synthetic
+
+    first = load_faces("synthetic", num_identities=7, images_per_identity=3, seed=5)
+    monkeypatch.setattr(sources, "_MEMORY", {})
+    monkeypatch.setattr(synthetic, "_render", lambda *a: pytest.fail("drew the faces again"))
+    again = load_faces("synthetic", num_identities=7, images_per_identity=3, seed=5)
+    monkeypatch.undo()
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    assert torch.equal(again.images, synthetic.synthetic_faces(7, 3, seed=5).images)  # the plain drawing
+
+
+def test_a_process_holds_only_the_cached_faces_it_reads():
+    """The cache is memory-mapped: mapping a 60 MB set, checking its checksum and reading one client's 16 faces costs a
+    few MB of a fresh process's memory (the kernel maps file pages in folios of up to 2 MB, so faces far apart each
+    cost a folio -- shared with every other process mapping the file); loading it whole (the control: the code
+    before) costs the whole set."""
+    import json
+    import subprocess
+    import sys
+
+    from fedface.data.sources import _shared_faces
+
+    count = 5000
+    _shared_faces("faces-memtest", count,
+                  lambda: np.random.default_rng(0).integers(0, 256, (count, 112, 112), dtype=np.uint8))
+    probe = f"""
+import json, numpy as np, psutil, pytest, torch
+from fedface.data.sources import _shared_faces, cache_dir
+rss = psutil.Process().memory_info
+torch.zeros(4, 112, 112, dtype=torch.uint8)[torch.arange(2)]  # torch's first indexing is not the dataset's
+before = rss().rss
+faces = _shared_faces("faces-memtest", {count}, lambda: pytest.fail("the cache was not used"))
+some = torch.from_numpy(faces)[torch.arange(2000, 2016)]
+mapped = rss().rss - before
+whole = np.load(cache_dir() / "faces-memtest.npy")
+print(json.dumps([mapped, rss().rss - before - mapped, bool(np.array_equal(some.numpy(), whole[2000:2016]))]))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    mapped, loaded, same = json.loads(out.stdout.splitlines()[-1])
+    assert same and mapped < 8 * 2**20 and loaded > 0.9 * count * 112 * 112, (mapped, loaded)
+
+
 def test_synthetic_faces_are_identity_structured_and_seeded():
     a = load_faces("synthetic", num_identities=20, images_per_identity=5, seed=3)
     b = load_faces("synthetic", num_identities=20, images_per_identity=5, seed=3)

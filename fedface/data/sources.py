@@ -2,15 +2,18 @@
 
 ``load_faces(name, root=None)`` is the public entry point. The data root comes from the argument, then the
 ``FEDFACE_DATA`` environment variable, then ``../shared/data`` next to the repository when it exists.
-Decoded images are cached in memory per process and on disk (``FEDFACE_CACHE``, default ~/.cache/fedface) as one
-uint8 .npy file keyed by the file list, sizes and geometry, so a second run does not decode 13k JPEGs again.
+Decoded images are kept on disk (``FEDFACE_CACHE``, default ~/.cache/fedface) as one uint8 .npy file keyed by the file
+list, sizes and geometry, so a second run does not decode 13k JPEGs again; synthetic sets likewise, keyed by their
+arguments and the generator's source. Every process memory-maps that file (copy-on-write): the processes of one machine
+share a single copy through the page cache, and each holds only the pages it reads -- a simulation worker, the faces
+of the clients it serves, so its memory does not grow with the dataset (docs/scale.md "Memory").
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import torch
 
 from fedface.data.dataset import FaceDataset
 from fedface.data.images import FACE_SIZE, Geometry, list_identity_folders, read_face
+from fedface.data import synthetic
 from fedface.data.synthetic import synthetic_faces
 from fedface.io import atomic_save_npy, atomic_write_text
 
@@ -82,8 +86,7 @@ def load_faces(
 ) -> FaceDataset:
     """Load a named face dataset: orl, lfwa, lfw_min20, folder (``path`` = any identity-per-folder tree), synthetic."""
     if name == "synthetic":
-        key = f"synthetic:{sorted(synthetic_kwargs.items())}"
-        data = _MEMORY[key] if key in _MEMORY else _MEMORY.setdefault(key, synthetic_faces(**synthetic_kwargs))
+        data = _synthetic(synthetic_kwargs)
     elif name == "folder":
         if path is None:
             raise ValueError("data=folder needs data.path=<folder with one sub-folder per identity>")
@@ -116,9 +119,19 @@ def load_folder(folder: Path, geometry: Geometry, name: str) -> FaceDataset:
     rel = [str(f.relative_to(folder)) for f in files]
     key = _cache_key(folder, files, geometry)
     if key not in _MEMORY:
-        _MEMORY[key] = FaceDataset(
-            torch.from_numpy(_decode_cached(key, files, geometry)), torch.tensor(labels), names, rel, name
-        )
+        images = _shared_faces(f"faces-{key}", len(files), lambda: _decode(files, geometry))
+        _MEMORY[key] = FaceDataset(torch.from_numpy(images), torch.tensor(labels), names, rel, name)
+    return _MEMORY[key]
+
+
+def _synthetic(kwargs: dict) -> FaceDataset:
+    """Synthetic faces, drawn once per machine (the key holds the arguments and the generator's source, so a changed
+    generator never meets an old drawing)."""
+    source = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
+    key = hashlib.sha256(f"synthetic|{sorted(kwargs.items())}|{source}".encode()).hexdigest()[:24]
+    if key not in _MEMORY:
+        _MEMORY[key] = synthetic_faces(**kwargs, store=lambda render, count: _shared_faces(
+            f"synthetic-{key}", count, render))
     return _MEMORY[key]
 
 
@@ -130,34 +143,49 @@ def _cache_key(folder: Path, files: list[Path], geometry: Geometry) -> str:
     return h.hexdigest()[:24]
 
 
-def _decode_cached(key: str, files: list[Path], geometry: Geometry) -> np.ndarray:
-    """The decoded faces of ``files``, from the disk cache when it holds exactly them (shape, dtype and the SHA-256
-    written next to it); a truncated, foreign or altered cache file is decoded afresh with a warning, never used."""
-    cached = cache_dir() / f"faces-{key}.npy"
+def _shared_faces(name: str, count: int, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """The uint8 (count, 112, 112) faces cached as ``<name>.npy`` (its SHA-256 beside it), memory-mapped copy-on-write.
+    A truncated, foreign or altered cache file is made afresh by ``make`` with a warning, never used; a cache that
+    cannot be written (a read-only home) leaves the faces in this process's memory."""
+    cached = cache_dir() / f"{name}.npy"
     digest = cached.with_suffix(".sha256")
     if cached.exists():
         try:
-            arr = np.load(cached, allow_pickle=False)
-            if arr.shape != (len(files), FACE_SIZE, FACE_SIZE) or arr.dtype != np.uint8:
-                raise ValueError(f"holds {arr.dtype}{list(arr.shape)}, expected uint8[{len(files)}, 112, 112]")
-            if not digest.exists():
-                raise ValueError("it has no checksum file (an older fedface wrote it)")
-            if digest.read_text().strip() != hashlib.sha256(arr.tobytes()).hexdigest():
-                raise ValueError("its checksum does not match")
-            return arr
+            return _verified_map(cached, digest, count)
         except (OSError, ValueError, EOFError) as err:
-            log.warning("face cache %s is unusable (%s): decoding the images again", cached, err)
-    from tqdm import tqdm
-
-    arr = np.stack(
-        [read_face(f, geometry) for f in tqdm(files, desc="decoding faces", disable=len(files) < 2000, leave=False)]
-    )
+            log.warning("face cache %s is unusable (%s): making the faces again", cached, err)
+    arr = make()
     try:
         atomic_save_npy(cached, arr)
         atomic_write_text(digest, hashlib.sha256(arr.tobytes()).hexdigest() + "\n")
     except OSError as err:  # a read-only home must not stop a run
         log.warning("could not write face cache %s: %s", cached, err)
+        return arr
+    return np.load(cached, mmap_mode="c", allow_pickle=False)  # this process, too, keeps only what it reads
+
+
+def _verified_map(cached: Path, digest: Path, count: int) -> np.ndarray:
+    """``cached`` mapped, once its shape, dtype and SHA-256 are right. The checksum is computed by reading the file,
+    not through the map, so checking does not make the whole array resident in this process."""
+    arr = np.load(cached, mmap_mode="c", allow_pickle=False)
+    if arr.shape != (count, FACE_SIZE, FACE_SIZE) or arr.dtype != np.uint8:
+        raise ValueError(f"holds {arr.dtype}{list(arr.shape)}, expected uint8[{count}, 112, 112]")
+    if not digest.exists():
+        raise ValueError("it has no checksum file (an older fedface wrote it)")
+    with open(cached, "rb") as fh:
+        fh.seek(arr.offset)  # the pixels only, as written (file_digest reads on from here, through one small buffer)
+        pixels = hashlib.file_digest(fh, "sha256").hexdigest()
+    if digest.read_text().strip() != pixels:
+        raise ValueError("its checksum does not match")
     return arr
+
+
+def _decode(files: list[Path], geometry: Geometry) -> np.ndarray:
+    from tqdm import tqdm
+
+    return np.stack(
+        [read_face(f, geometry) for f in tqdm(files, desc="decoding faces", disable=len(files) < 2000, leave=False)]
+    )
 
 
 def load_configured(data_cfg: Mapping) -> FaceDataset:

@@ -7,6 +7,8 @@ Drawing is vectorised over a chunk of images with numpy.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -22,22 +24,30 @@ _IDENTITY_PARAMS = {  # name: (low, high) of the per-identity draw
 
 
 def synthetic_faces(
-    num_identities: int = 50, images_per_identity: int = 10, seed: int = 0, noise: float = 6.0
+    num_identities: int = 50, images_per_identity: int = 10, seed: int = 0, noise: float = 6.0,
+    store: Callable[[Callable[[], np.ndarray], int], np.ndarray] | None = None,
 ) -> FaceDataset:
+    """The set; ``store(render, count)`` returns its ``count`` images from wherever it keeps them (``render`` draws
+    them afresh), so a caller can share one drawing between processes (``fedface.data.sources``)."""
     if num_identities < 1 or images_per_identity < 1:
         raise ValueError("synthetic faces need data.num_identities >= 1 and data.images_per_identity >= 1")
+    labels = np.repeat(np.arange(num_identities), images_per_identity)
+    render = lambda: _render(labels, num_identities, seed, noise)  # noqa: E731 - drawn only when not stored
+    images = store(render, len(labels)) if store else render()
+    names = [f"synthetic_{i:05d}" for i in range(num_identities)]
+    return FaceDataset(torch.from_numpy(images), torch.from_numpy(labels), names, [], "synthetic")
+
+
+def _render(labels: np.ndarray, num_identities: int, seed: int, noise: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ident = {k: rng.uniform(lo, hi, num_identities) for k, (lo, hi) in _IDENTITY_PARAMS.items()}
-    n = num_identities * images_per_identity
-    labels = np.repeat(np.arange(num_identities), images_per_identity)
-    images = np.empty((n, SIZE, SIZE), dtype=np.uint8)
+    images = np.empty((len(labels), SIZE, SIZE), dtype=np.uint8)
     chunk = 512
-    for start in range(0, n, chunk):
+    for start in range(0, len(labels), chunk):
         idx = labels[start : start + chunk]
         params = {k: v[idx] for k, v in ident.items()}
         images[start : start + len(idx)] = _draw(params, rng, noise)
-    names = [f"synthetic_{i:05d}" for i in range(num_identities)]
-    return FaceDataset(torch.from_numpy(images), torch.from_numpy(labels), names, [], "synthetic")
+    return images
 
 
 def _draw(p: dict[str, np.ndarray], rng: np.random.Generator, noise: float) -> np.ndarray:

@@ -4,7 +4,11 @@
     faces, tiny model, one local step each; 10,000 with 100 sampled a round). The floor is Flower 1.42 running the
     same rounds with a trivial ClientApp that returns the model it receives (same nodes, same message sizes); the
     clients' pure training is ``ClientTask.train`` timed in-process on the sampled clients. Prints seconds per warm
-    round, peak memory of each process tree (driver + Ray), and fedface / (floor + training / Ray CPUs).
+    round, peak memory of each process tree (driver + Ray), and fedface / (floor + training / Ray CPUs); then the
+    memory at the largest N over the memory at the smallest.
+    Memory is the tree's proportional set size (PSS): a page shared by k processes (the memory-mapped face cache,
+    Ray's object store) counts 1/k in each, so the sum is the physical memory the tree holds. The sum of RSS, which
+    counts a shared page once per process mapping it, is printed beside it.
 (b) overhead: the same client training through Flower+Ray vs a plain in-process loop calling the same
     ``ClientTask.train`` and averaging with numpy; ratios for warm rounds and for the whole run incl. start-up.
 usage: python scripts/bench/bench_federation.py [--scale 100 1000 10000] [--overhead-clients 8] [--rounds 3]
@@ -26,23 +30,25 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
+def tree_memory(proc: psutil.Process) -> np.ndarray:
+    """(PSS, RSS) summed over ``proc`` and its descendants, in bytes."""
+    total = np.zeros(2)
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
+            total += (info.pss, info.rss)
         except psutil.Error:
             pass
     return total
 
 
-def watch(cmd: list[str]) -> int:
-    """Run ``cmd`` (output discarded); the peak RSS of its process tree. A failure names the command."""
+def watch(cmd: list[str]) -> np.ndarray:
+    """Run ``cmd`` (output discarded); the peak (PSS, RSS) of its process tree. A failure names the command."""
     with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: Ray's chatter must not fill a pipe and block
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, text=True)
-        peak, ps = 0, psutil.Process(proc.pid)
+        peak, ps = np.zeros(2), psutil.Process(proc.pid)
         while proc.poll() is None:
-            peak = max(peak, tree_rss(ps))
+            peak = np.maximum(peak, tree_memory(ps))
             time.sleep(0.5)
         if proc.returncode:
             err.seek(0)
@@ -50,8 +56,8 @@ def watch(cmd: list[str]) -> int:
     return peak
 
 
-def run_simulate(overrides: list[str], run_dir: Path) -> tuple[dict, float, int]:
-    """`fedface simulate` in a subprocess; returns results, wall seconds and peak RSS of its process tree."""
+def run_simulate(overrides: list[str], run_dir: Path) -> tuple[dict, float, np.ndarray]:
+    """`fedface simulate` in a subprocess; returns results, wall seconds and peak (PSS, RSS) of its process tree."""
     t0 = time.perf_counter()
     peak = watch([sys.executable, "-m", "fedface.cli", "simulate", *overrides, f"run.dir={run_dir}"])
     return json.loads((run_dir / "results.json").read_text()), time.perf_counter() - t0, peak
@@ -113,7 +119,7 @@ def floor_child(n: int, sampled: int, rounds: int, out: Path) -> None:
         "init_args": {"num_cpus": RAY_CPUS, "logging_level": "ERROR", "log_to_driver": False}})
 
 
-def floor(n: int, sampled: int, rounds: int, tmp: Path) -> tuple[list[float], int]:
+def floor(n: int, sampled: int, rounds: int, tmp: Path) -> tuple[list[float], np.ndarray]:
     out = tmp / f"floor{n}.json"
     peak = watch([sys.executable, __file__, "--floor-child", str(n), str(sampled), str(rounds), str(out)])
     return json.loads(out.read_text()), peak
@@ -142,6 +148,7 @@ def pure_training(n: int, sampled: int, probe: int = 40) -> float:
 
 
 def scale(ns: list[int], rounds: int, tmp: Path) -> None:
+    memory = {}
     for n in ns:
         sampled = SAMPLED.get(n, n)
         base, peak_floor = floor(n, sampled, rounds, tmp)
@@ -154,8 +161,13 @@ def scale(ns: list[int], rounds: int, tmp: Path) -> None:
         train = pure_training(n, sampled)
         print(f"(a) N={n:6d}, {sampled} sampled: fedface warm round {warm:.1f} s vs Flower floor {warm_floor:.1f} s "
               f"+ pure training {train:.1f} s / {RAY_CPUS} CPUs -> {warm / (warm_floor + train / RAY_CPUS):.2f}x "
-              f"(goal <= 2x); peak memory {peak / 2**30:.2f} GiB (floor {peak_floor / 2**30:.2f} GiB); whole run "
-              f"{wall:.0f} s", flush=True)
+              f"(goal <= 2x); peak memory (PSS) {peak[0] / 2**30:.2f} GiB (floor {peak_floor[0] / 2**30:.2f} GiB; "
+              f"sum of RSS {peak[1] / 2**30:.2f} / {peak_floor[1] / 2**30:.2f}); whole run {wall:.0f} s", flush=True)
+        memory[n] = peak
+    if len(memory) > 1:
+        lo, hi = min(memory), max(memory)
+        print(f"(a) memory at N={hi} / N={lo}: {memory[hi][0] / memory[lo][0]:.2f}x PSS (goal <= 1.3x), "
+              f"{memory[hi][1] / memory[lo][1]:.2f}x sum of RSS", flush=True)
 
 
 def plain_loop(overrides: list[str], rounds: int) -> tuple[list[float], float]:
