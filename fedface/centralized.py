@@ -123,7 +123,7 @@ def run_train(cfg: DictConfig) -> dict:
         state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
         state.update({f"head.{k}": v for k, v in head.state_dict().items()})
         atomic_save_safetensors(run.layout.model, {k: v.detach().cpu().numpy() for k, v in state.items()})
-    validate(results, TRAIN)  # the documented shape (docs/compare-schema.md), or one error naming the key
+    validate(results, TRAIN)  # the documented shape (docs/results-schema.md), or one error naming the key
     run.write_results(results)
     run.close()
     return results

@@ -66,8 +66,9 @@ class SecAggRound(LegacyFedAvg):
                  "max_weight": self.max_weight}
         failed = [{"node": None, "reason": f} for f in self._failures]  # flwr keeps no node id with a failure
         if self._mean is None:
-            self.strategy.last_round.update(received=0, failed=failed, secagg={**facts, "halted": (
-                "SecAgg+ halted (too few clients answered a stage; see the log): global model kept")})
+            halted = "SecAgg+ halted (too few clients answered a stage; see the log): global model kept"
+            self.strategy.last_round.update(received=0, failed=failed, bytes_received=counting.received, k_counts=[],
+                                            secagg={**facts, "halted": halted})
             return None, None
         mean, total, nodes, clipped = self._mean
         secure = decode(self._layout(arrays), mean, total, arrays)

@@ -24,6 +24,7 @@ from fedface.federation.params import federated_state, floats_only, nbytes
 from fedface.federation.secagg import PER_CLIENT_UNAVAILABLE, secagg_settings
 from fedface.federation.pretrain import pretrain_public
 from fedface.io import atomic_write_json
+from fedface.report.schema import SIMULATE, validate
 from fedface.protect.keys import same_fingerprint
 from fedface.runs import RunLayout, log_hparams, machine_info, resume_mismatch
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
@@ -203,6 +204,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             log.warning("COLLAPSED: the clients' loss sits at %.2f x ArcFace's degenerate solution (class centres' "
                         "mean cosine %.2f): its accuracy does not measure the protection", last["loss_over_degenerate"],
                         last["head_row_cosine"])
+    validate(results, SIMULATE)  # the documented shape (docs/results-schema.md), or one error naming the key
     atomic_write_json(RunLayout(run_dir).results, results)
     final = next((r for r in reversed(results["rounds"]) if r.get("accuracy") is not None), {})
     log_hparams(writer, cfg, {k: final.get(k) for k in ("accuracy", "auc", "train_loss")})

@@ -78,9 +78,9 @@ class FedFaceAvg(FedAvg):
             log.warning("round %d: client %s failed: %s", server_round, f["node"], f["reason"])
         received = sum(record_bytes(rec) for r in ok for rec in r.content.array_records.values())
         updates = [self._take_policy_update(r) for r in ok]
-        k_hist = np.sum([r.content[METRICS]["k-counts"] for r in ok if "k-counts" in r.content[METRICS]], axis=0)
+        k_hists = [r.content[METRICS]["k-counts"] for r in ok if "k-counts" in r.content[METRICS]]
         self.last_round.update(received=len(ok), failed=failed, bytes_received=received,
-                               k_counts=np.asarray(k_hist).tolist() if np.size(k_hist) else [])
+                               k_counts=np.sum(k_hists, axis=0).tolist() if k_hists else [])  # without MixUp: []
         # protect=dp_sgd: each client's epsilon (at delta) so far -- kept per node, as FedAvg would average it
         eps = {str(r.metadata.src_node_id): metrics_of(r.content[METRICS])["epsilon"] for r in ok
                if "epsilon" in r.content[METRICS]}

@@ -18,8 +18,8 @@ def test_train_writes_config_results_and_tensorboard(tmp_path, capsys):
     assert res["status"] == "done" and 0.0 <= res["verification"]["accuracy"] <= 1.0
     from fedface.report.schema import TRAIN, describe, validate
 
-    validate(res, TRAIN)  # the documented shape, in docs/compare-schema.md
-    assert describe(TRAIN) in (Path(__file__).resolve().parents[1] / "docs" / "compare-schema.md").read_text()
+    validate(res, TRAIN)  # the documented shape, in docs/results-schema.md
+    assert describe(TRAIN) in (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
     with pytest.raises(ValueError, match="results.verification.auc: missing"):
         validate({**res, "verification": {k: v for k, v in res["verification"].items() if k != "auc"}}, TRAIN)
     assert res["data"]["identities"]["train"] == 8 and res["data"]["pairs"]["pairs"] == 60

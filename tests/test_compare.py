@@ -298,7 +298,7 @@ def test_orl_compare_with_learned_reconstruction(tmp_path):
 
 
 def test_schema_doc_is_generated_from_the_schema():
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "compare-schema.md").read_text()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
     assert describe(RESULTS) in doc
 
 

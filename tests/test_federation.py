@@ -47,6 +47,14 @@ def test_three_clients_two_rounds_end_to_end(tmp_path):
     assert isinstance(saved["collapse"]["collapsed"], bool) and "stalled_rounds" in saved["collapse"]
     assert saved["rounds"][-1]["accuracy"] == res["rounds"][-1]["accuracy"]
     assert (tmp_path / "checkpoint" / "state.json").exists() and any((tmp_path / "tensorboard").iterdir())
+    from fedface.report.schema import SIMULATE, describe, validate
+
+    validate(saved, SIMULATE)  # the documented shape (the run validated it too), in docs/results-schema.md
+    assert describe(SIMULATE) in (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
+    assert saved["rounds"][0]["k_counts"] == []  # without MixUp: an empty histogram, not a number
+    with pytest.raises(ValueError, match=r"results.rounds\[1\].bytes_received: missing"):
+        validate({**saved, "rounds": [saved["rounds"][0], {k: v for k, v in saved["rounds"][1].items()
+                                                          if k != "bytes_received"}]}, SIMULATE)
 
 
 def test_head_local_sends_only_the_backbone_and_keeps_the_head_on_the_node(tmp_path):

@@ -1,5 +1,5 @@
-"""The documented shape of the results.json of ``fedface compare`` (``RESULTS``) and ``fedface train`` (``TRAIN``),
-checked by ``validate``.
+"""The documented shape of the results.json of ``fedface compare`` (``RESULTS``), ``fedface train`` (``TRAIN``) and
+``fedface simulate`` (``SIMULATE``), checked by ``validate``.
 
 A schema is a dict ``key -> (types, required, description)``; a nested dict schema is given as the type. Types are
 Python types; ``None`` in the tuple allows null. ``validate`` raises one ValueError naming the path of the first
@@ -165,6 +165,54 @@ TRAIN = {
 }
 
 
+ROUND = {
+    "round": (int, True, "1-based"),
+    "sampled": (int, True, "nodes sent the train message"),
+    "received": (int, True, "replies aggregated (after the screen)"),
+    "failed": (list, True, "{node, reason} of every reply left out (error, refused request, screened out)"),
+    "bytes_sent": (NUM, True, "bytes of the train messages' arrays (and the policy)"),
+    "bytes_received": (NUM, True, "bytes of the aggregated replies' arrays"),
+    "k_counts": ((list, type(None)), True, "MixUp: how often each k was drawn this round (empty without MixUp)"),
+    "seconds": (NUM, True, "the round's wall time, evaluation included"),
+    "train_loss": (OPT_NUM, True, "the clients' example-weighted mean training loss (null: no reply)"),
+    "global_bytes": (int, True, "size of the global model"),
+    "loss_over_degenerate": (NUM, False, "train loss over ArcFace's degenerate solution (fedface.train.collapse)"),
+    "head_row_cosine": (NUM, False, "mean pairwise cosine of the class centres, example-weighted over clients"),
+    "mixed_samples": (bool, False, "whether the clients trained on mixed samples"),
+    **{k: (OPT_NUM, False, "evaluated rounds: " + doc) for k, (_, _, doc) in UTILITY.items() if k in UTILITY_METRICS},
+    "policy_baseline": (OPT_NUM, False, "AdaMixUp: the server's REINFORCE baseline after this round"),
+    "epsilons": (dict, False, "protect=dp_sgd: each node's epsilon so far (null: infinite)"),
+    "epsilon_max": (OPT_NUM, False, "protect=dp_sgd: the largest of them"),
+    "delta": (NUM, False, "protect=dp_sgd: the delta of epsilon"),
+    "central_dp": (dict, False, "federation.dp: clipping and noise of this round"),
+    "secagg": (dict, False, "federation.secagg: the SecAgg+ round's facts"),
+    "attacks": (list, False, "attack=...: one entry per attacked reply (scores, floors, what the attacker assumed)"),
+    "trap_node": (int, False, "attack=imprint: the node whose reply the trap read"),
+}
+
+SIMULATE = {
+    "command": (str, True, "simulate"),
+    "status": (str, True, "done | failed | running (a run whose ServerApp never started holds only status, error "
+                          "and ray)"),
+    "error": (str, False, "failed: why"),
+    "rounds": ([ROUND], True, "one per finished round"),
+    "config": (dict, True, "the resolved config"),
+    "machine": (dict, True, "the server's platform, versions, provenance (commit, dirty, packages, command)"),
+    "malicious_weights": (bool, True, "attack=imprint: the server sent modified weights"),
+    "pretrain": ((dict, type(None)), True, "federation.pretrain: facts of the server's public pre-training"),
+    "preflight": (dict, True, "what every node reported before round 1 (nodes, examples, key fingerprint, ...)"),
+    "mixup_k": (list, True, "the k of MixUp's arms (empty without MixUp)"),
+    "resumed_after_round": (int, False, "federation.resume: the checkpointed round the run went on from"),
+    "stopped": (str, False, "federation.plateau: why it stopped before federation.rounds"),
+    "collapse": (dict, False, "the verdict of fedface.train.collapse on the last rounds"),
+    "central_dp": (dict, False, "federation.dp: the mechanism"),
+    "privacy_against_server": (str, False, "federation.dp: none (the server adds the noise)"),
+    "secagg": (dict, False, "federation.secagg: the protocol's parameters"),
+    "per_client_attacks": (str, False, "federation.secagg: why no per-client attack exists"),
+    "ray": (dict, False, "fedface simulate: where the clients ran (address, nodes, cpus, gpus)"),
+}
+
+
 def validate(obj: Any, schema: dict = RESULTS, path: str = "results") -> None:
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected an object, got {type(obj).__name__}")
@@ -200,7 +248,7 @@ def _check(value: Any, types: Any, path: str) -> None:
 
 
 def describe(schema: dict = RESULTS, indent: int = 0) -> str:
-    """The schema as indented text (docs/compare-schema.md)."""
+    """The schema as indented text (docs/results-schema.md)."""
     lines = []
     for key, (types, required, doc) in schema.items():
         sub = types[0] if isinstance(types, list) else types
