@@ -27,6 +27,7 @@ from fedface.data.partition import make_partition
 from fedface.data.sources import load_aux, load_configured
 from fedface.protect import build_protection, protection_label
 from fedface.report.grids import save_grid
+from fedface.report.schema import RECONSTRUCT, validate
 from fedface.runs import RunDir, RunLayout, machine_info, start
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
     save_grid(png, {k: (v + 1) / 2 for k, v in grid.items()},
               title=f"{cfg.data.name}: {label} -- original | masked (channel mean) | reconstructions")
     run.log_image(f"reconstruction/{label}", png)
+    validate(results, RECONSTRUCT)  # the documented shape (docs/results-schema.md), or one error naming the key
     run.finish(results)
     return results
 

@@ -1,5 +1,6 @@
 """Issue 8: the learned-reconstruction attack (decoder, cGAN, the attacker's pairs, `fedface reconstruct`)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,6 +104,10 @@ def test_reconstruct_command_end_to_end(tmp_path):
     assert rc == 0
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "done" and results["victims"] == 24
+    from fedface.report.schema import RECONSTRUCT, describe, validate
+
+    validate(results, RECONSTRUCT)  # the documented shape (the command validated it too), in docs/results-schema.md
+    assert describe(RECONSTRUCT) in (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
     floor, attack = results["rows"][0], results["rows"][1]
     assert floor["attack"] == "mean face" and attack["attack"] == "decoder"
     assert attack["psnr"] > floor["psnr"] + 3

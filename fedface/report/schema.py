@@ -1,5 +1,5 @@
 """The documented shape of the results.json of ``fedface compare`` (``RESULTS``), ``fedface train`` (``TRAIN``) and
-``fedface simulate`` (``SIMULATE``), checked by ``validate``.
+``fedface simulate`` (``SIMULATE``) and ``fedface reconstruct`` (``RECONSTRUCT``), checked by ``validate``.
 
 A schema is a dict ``key -> (types, required, description)``; a nested dict schema is given as the type. Types are
 Python types; ``None`` in the tuple allows null. ``validate`` raises one ValueError naming the path of the first
@@ -210,6 +210,50 @@ SIMULATE = {
     "secagg": (dict, False, "federation.secagg: the protocol's parameters"),
     "per_client_attacks": (str, False, "federation.secagg: why no per-client attack exists"),
     "ray": (dict, False, "fedface simulate: where the clients ran (address, nodes, cpus, gpus)"),
+}
+
+
+IDENTITY = {  # fedface.experiment.judge.IdentityJudge.score
+    "cos": (NUM, False, "mean cosine of each picture and its original under dlib (independent evaluator)"),
+    "same_person": (NUM, False, "share of pictures dlib calls the same person as their original"),
+    "top1": (NUM, False, "dlib top-1 identification among the victims' identities"),
+    "chance": (NUM, False, "1 / the number of those identities"),
+    "cos_unavailable": (str, False, "why there are no dlib scores (dlib missing)"),
+    "srra": (OPT_NUM, False, "SRRA: share of pictures the target system accepts as their person at FAR 1e-3"),
+    "target_top1": (OPT_NUM, False, "top-1 identification of the pictures by the target system"),
+    "srra_threshold": (OPT_NUM, False, "the target system's cosine threshold at FAR 1e-3"),
+    "srra_unavailable": (str, False, "why SRRA is null (no attack.target, too few impostor scores)"),
+}
+
+RECONSTRUCTION_ROW = {
+    "protection": (str, True, "the attacked protection (one name per method)"),
+    "attack": (str, True, "mean face (the floor) | decoder | cgan | white-box"),
+    "threat": (str, True, "server (its own key) | knows_key | - (the floor)"),
+    "psnr": (NUM, False, "PSNR (dB) against the victims' faces (absent: skipped)"),
+    "ssim": (NUM, False, "SSIM of the same"),
+    "mse": (NUM, False, "mean squared error in [-1, 1]"),
+    "identity": (IDENTITY, False, "whose face the pictures are (dlib, and the target system)"),
+    "train": (dict, False, "learned attacks: the generator's steps, seconds, stop reason, pairs, cached"),
+    "seconds": (NUM, False, "learned attacks: wall time of the row"),
+    "note": (str, False, "white-box: what the attacker inverted"),
+    "skipped": (str, False, "why the row has no scores"),
+}
+
+RECONSTRUCT = {
+    "command": (str, True, "reconstruct"),
+    "status": (str, True, "done | running (partial results land after every row)"),
+    "protection": (str, True, "the attacked protection"),
+    "data": (dict, True, "the partition table's summary (dataset, protocol, identities, images, pairs)"),
+    "victims": (int, True, "the training faces attacked"),
+    "aux": (int, True, "the attacker's auxiliary faces (identities in no role of the table)"),
+    "seed": (int, True, "every seed of the run"),
+    "machine": (dict, True, "platform, versions, provenance (commit, dirty, packages, command)"),
+    "rows": ([RECONSTRUCTION_ROW], True, "the floor first, then one row per (threat, attack)"),
+    "ceiling": (IDENTITY, True, "the identity scores of the victims' own faces (a perfect reconstruction)"),
+    "masking_effect": (dict, True, "paper 001 Sec. 4.2.1: visual (1 - SSIM) and feature (1 - dlib cos) of the "
+                                   "masked data shown as pictures"),
+    "gradient_recoveries": (list, False, "attack.recovered: the generators applied to gradient inversion's "
+                                         "recovered inputs of a federation run"),
 }
 
 
