@@ -5,7 +5,9 @@
 # identities). Threats: the plain server and knows_labels. Scores: pixel PSNR / SSIM vs the mean-face floor, dlib COS /
 # top-1 and SRRA of the recovered faces (fedface summarize's attack table). docs/attacks.md "Generative gradient
 # leakage" reads this table.
-# Rows -net: the default fedface_net trunk; -epoch: a full local epoch instead of one step; none-gan: the DCGAN prior,
+# Rows -net: the default fedface_net trunk; -epoch: a full local epoch instead of one step; -group: GroupNorm instead of
+# BatchNorm (each face normalised on its own, as BN in eval mode would: no batch statistics couple the faces of the
+# batch; the norm DP-SGD clients run); none-gan: the DCGAN prior,
 # trained first by `fedface prior data=orl attack.gradient.prior=gan attack.cache=results/priors` (~20 min here);
 # lfw-none-pca: LFW-disjoint (data=lfwa, 10 public identities for the pre-training; ~12 min here).
 # usage: scripts/recipes/ggl_table.sh [row ...]   results in results/ggl-orl/<row>/; rows finished at the same config are kept (run.reuse).
@@ -20,10 +22,12 @@ declare -A ROWS=(
   [ppfr_fd+adamixup-pca]="protect=ppfr_fd mixup=adaptive mixup.k_max=4 attack.gradient.prior=pca federation.pretrain.epochs=20"
   [none-pca-net]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 model=fedface_net"
   [none-pca-epoch]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 federation.local_steps=null"
+  [none-pca-group]="protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20 model.norm=group"
   [none-gan]="protect=none mixup=none attack.gradient.prior=gan attack.cache=results/priors federation.pretrain.epochs=20"
   [lfw-none-pca]="data=lfwa data.split.public_identities=10 protect=none mixup=none attack.gradient.prior=pca federation.pretrain.epochs=20"
 )
-ORDER=(none-free-init none-pca-init none-free none-pca none-pca-b8 ppfr_fd+adamixup-pca none-pca-net none-pca-epoch none-gan lfw-none-pca)
+ORDER=(none-free-init none-pca-init none-free none-pca none-pca-b8 ppfr_fd+adamixup-pca none-pca-net none-pca-epoch none-pca-group none-gan
+       lfw-none-pca)
 COMMON=(data=orl model=tiny threads=2 run.progress=false federation.num_clients=2 federation.rounds=1
         federation.local_steps=1 federation.head=shared train.batch_size=4 data.split.public_identities=6
         attack=gradient attack.max_clients=1 "attack.threats=[{}, {knows_labels: true}]"
