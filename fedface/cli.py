@@ -160,7 +160,8 @@ def _prior(overrides: list[str]) -> int:
     from fedface.attacks.gradient import InversionConfig
     from fedface.config import to_container
     from fedface.experiment.scoring import attacker_aux
-    from fedface.models.face_gan import GanConfig, gan_prior
+    from fedface.experiment.generators import gan_prior
+    from fedface.models.face_gan import GanConfig
 
     cfg = _with_attack(overrides, "gradient")
     icfg = InversionConfig.from_cfg(to_container(cfg.attack.gradient))

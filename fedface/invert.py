@@ -37,6 +37,8 @@ from fedface.attacks.invert_mask import to_image
 from fedface.config import check_choice, to_container
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_aux, load_configured
+from fedface.io import atomic_save_tensors
+from fedface.experiment.generators import cache_dir, fingerprint, gan_prior, trained_decoder
 from fedface.experiment.judge import IdentityJudge, pictures
 from fedface.experiment.keys import clients_key
 from fedface.experiment.recorded import recorded_inversions
@@ -125,10 +127,8 @@ def _decoder_for(tcfg: DictConfig, attacker, aux: torch.Tensor, acfg: DictConfig
     protect_cfg = to_container(tcfg.protect)
     dcfg = DecoderConfig.from_cfg(to_container(acfg.decoder))
     pair_x, pair_y = learned.aux_pairs(attacker, {"name": "none"}, aux, dcfg.size, seed)
-    cache_id = learned.fingerprint("inversion", protect_cfg, "server", dcfg.to_json(), len(aux),
-                                   learned.CACHE_VERSION)
-    net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, learned.cache_dir(acfg.cache),
-                                         f"decoder-{cache_id}", progress)
+    cache_id = fingerprint("inversion", protect_cfg, "server", dcfg.to_json(), len(aux), learned.CACHE_VERSION)
+    net, facts = trained_decoder(pair_x, pair_y, dcfg, cache_dir(acfg.cache), f"decoder-{cache_id}", progress)
     return net, {k: facts.get(k) for k in ("steps", "seconds", "cached")}
 
 
@@ -285,7 +285,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                       max_cols=len(truth))
     after = backbone.state_dict()
     results["model_unchanged"] = all(torch.equal(before[n], after[n]) for n in before)
-    learned.save_arrays(run.path / "inversions.safetensors", arrays)
+    atomic_save_tensors(run.path / "inversions.safetensors", arrays)
     save_grid(run.path / "grids" / f"{label}-{view['head'].split()[0]}.png", grid,
               title=f"{tcfg.data.name} {label} head={view['head']}: real | floor | ceiling | inversions")
     run.finish(results)
@@ -298,7 +298,7 @@ def face_prior(icfg: InversionConfig, aux: torch.Tensor, seed: int, cache: Path 
     if icfg.prior == "pca":
         return FacePrior(aux, icfg.components, seed), {"kind": "pca", "components": icfg.components}
     if icfg.prior == "gan":
-        from fedface.models.face_gan import GanConfig, gan_prior
+        from fedface.models.face_gan import GanConfig
 
         gcfg = GanConfig.from_cfg(icfg.gan)
         prior, facts = gan_prior(aux, gcfg, cache, progress)

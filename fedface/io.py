@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ def atomic_save_safetensors(path: Path, arrays: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save
 
     _atomic(path, lambda fh: fh.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()})))
+
+
+def atomic_save_tensors(path: Path, tensors: Mapping[str, Any]) -> None:
+    """Named torch tensors (pictures, reconstructions) as float32 safetensors."""
+    atomic_save_safetensors(path, {k: v.detach().float().contiguous().numpy() for k, v in tensors.items()})
 
 
 def _json_default(o: Any):

@@ -20,11 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from fedface.attacks import learned
 from fedface.experiment.recorded import gradient_recoveries
 from fedface.models.decoder import DecoderConfig, reconstruct, to_targets
+from fedface.experiment.generators import cache_dir, fingerprint, trained_decoder
 from fedface.experiment.judge import IdentityJudge, pictures
 from fedface.experiment.keys import clients_key
 from fedface.config import check_choice, to_container
 from fedface.data.partition import make_partition
 from fedface.data.sources import load_aux, load_configured
+from fedface.io import atomic_save_tensors
 from fedface.protect import build_protection, protection_label
 from fedface.report.grids import save_grid
 from fedface.report.schema import RECONSTRUCT, validate
@@ -130,11 +132,10 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
         pair_x, pair_y = learned.aux_pairs(attacker, mixup_cfg, aux, size, seed)
         for kind in acfg.kinds:
             dcfg = DecoderConfig.from_cfg(to_container(acfg.decoder), kind=kind)
-            cache_id = learned.fingerprint(label, protect_cfg, mixup_cfg, tname, key.hex() if knows_key and key
-                                           else None, dcfg.to_json(), table.aux_identities, learned.CACHE_VERSION)
+            cache_id = fingerprint(label, protect_cfg, mixup_cfg, tname, key.hex() if knows_key and key else None,
+                                   dcfg.to_json(), table.aux_identities, learned.CACHE_VERSION)
             t0 = time.perf_counter()
-            net, facts = learned.trained_decoder(pair_x, pair_y, dcfg, learned.cache_dir(acfg.cache),
-                                                 f"{kind}-{cache_id}", progress)
+            net, facts = trained_decoder(pair_x, pair_y, dcfg, cache_dir(acfg.cache), f"{kind}-{cache_id}", progress)
             generators[tname, kind] = net
             recon = reconstruct(net, inputs, dropout=kind == "cgan")
             row = {"protection": label, "attack": kind, "threat": tname, **learned.pixel_scores(recon, targets),
@@ -158,7 +159,7 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
                 rows.append({"protection": label, "attack": "white-box", "threat": tname, "skipped": note})
     if acfg.get("recovered"):
         results["gradient_recoveries"] = _decode_recovered(acfg.recovered, cfg, generators, aux, size)
-    learned.save_arrays(run.layout.reconstructions, arrays)
+    atomic_save_tensors(run.layout.reconstructions, arrays)
     png = run.layout.grids / f"{label}.png"
     save_grid(png, {k: (v + 1) / 2 for k, v in grid.items()},
               title=f"{cfg.data.name}: {label} -- original | masked (channel mean) | reconstructions")

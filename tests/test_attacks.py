@@ -266,10 +266,13 @@ def test_ggl_recovers_a_face_its_prior_has_seen():
 
 def test_a_gan_prior_that_was_never_trained_is_one_line_naming_the_cache(tmp_path):
     from fedface.attacks.gradient import generative_prior
+    from fedface.experiment.generators import attack_gan_prior
 
     aux = torch.zeros(8, 112, 112, dtype=torch.uint8)
     with pytest.raises(ValueError, match=r"attack.cache=.*`fedface prior`"):
-        generative_prior(InversionConfig(prior="gan"), aux, build_protection("none"), 0, tmp_path)
+        attack_gan_prior(aux, {}, str(tmp_path))
+    with pytest.raises(ValueError, match="needs the trained GAN prior"):  # the attack itself reads no disk
+        generative_prior(InversionConfig(prior="gan"), aux, build_protection("none"), 0)
 
 
 @pytest.mark.parametrize("threat", [{}, {"knows_key": True}])
@@ -299,6 +302,7 @@ def test_fedface_prior_trains_the_gan_prior_the_attack_then_reads(tmp_path, caps
     from fedface.attacks.gradient import generative_prior
     from fedface.cli import main
     from fedface.config import to_container
+    from fedface.experiment.generators import attack_gan_prior
     from fedface.experiment.scoring import attacker_aux
 
     gan = [f"attack.gradient.gan.{k}={v}" for k, v in {"latent": 8, "size": 16, "width": 4, "steps": 2,
@@ -308,7 +312,8 @@ def test_fedface_prior_trains_the_gan_prior_the_attack_then_reads(tmp_path, caps
     cfg = compose_config(["attack=gradient", *args])
     aux = attacker_aux(to_container(cfg.data), int(cfg.seed))[:, 0]
     icfg = InversionConfig.from_cfg(to_container(cfg.attack.gradient))
-    generative, facts = generative_prior(icfg, aux, build_protection("none"), 0, tmp_path)
-    assert facts["prior"] == "gan" and generative.dim == 8
+    gan, trained = attack_gan_prior(aux, icfg.gan, str(tmp_path))
+    generative, facts = generative_prior(icfg, aux, build_protection("none"), 0, gan)
+    assert facts["prior"] == "gan" and generative.dim == 8 and trained["steps"] == 2
     assert generative.decode(torch.zeros(2, 8)).shape == (2, 1, 112, 112)
     assert main(["prior", "data=orl", "attack.gradient.prior=pca"]) == 2  # nothing to train: one line, exit 2

@@ -52,10 +52,12 @@ def test_bad_decoder_inputs_get_clear_errors():
 
 
 def test_cached_generator_is_reused_and_lands_atomically(tmp_path):
+    from fedface.experiment.generators import trained_decoder
+
     x, y = torch.randn(16, 3, 14, 14), _smooth_faces(16, size=32)
     cfg = DecoderConfig(kind="decoder", size=32, width=8, steps=3)
-    net, facts = learned.trained_decoder(x, y, cfg, tmp_path, "d-abc")
-    again, facts2 = learned.trained_decoder(x, y, cfg, tmp_path, "d-abc")
+    net, facts = trained_decoder(x, y, cfg, tmp_path, "d-abc")
+    again, facts2 = trained_decoder(x, y, cfg, tmp_path, "d-abc")
     assert not facts["cached"] and facts2["cached"]
     assert torch.equal(reconstruct(net, x), reconstruct(again, x))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d-abc.json", "d-abc.safetensors"]  # no temp files left

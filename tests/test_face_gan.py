@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedface.models.face_gan import GanConfig, Generator, faces_for, gan_prior, train_gan
+from fedface.experiment.generators import gan_prior
+from fedface.models.face_gan import GanConfig, Generator, faces_for, train_gan
 from fedface.attacks.inversion import InversionConfig, head_scores, invert_centres
 
 SMALL = {"latent": 8, "size": 16, "width": 8, "batch_size": 32, "lr": 1e-3}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,7 +55,8 @@ class InversionConfig:
     # Generative gradient leakage (GGL, Li et al. CVPR 2022; GIAS, Jeon et al. NeurIPS 2021): search the latent space
     # of a face generator learned on the attacker's own auxiliary faces, each generated face passed through the
     # attacker's copy of the protection into the replayed local steps. free: the model input itself (DLG / IG);
-    # pca: eigenfaces (a linear generator, seconds to fit); gan: the DCGAN prior (trained once, read from attack.cache)
+    # pca: eigenfaces (a linear generator, seconds to fit); gan: the DCGAN prior (trained once by `fedface prior`;
+    # fedface.experiment.generators reads it from attack.cache)
     prior: str = "free"
     components: int = 64  # prior=pca: eigenfaces of the aux faces and their mirrors
     latent_weight: float = 1e-2  # the latent's standard-normal prior: weight * mean(z^2) added to the match loss
@@ -344,26 +344,20 @@ def _lbfgs_steps(variables, objective) -> Callable[[], float]:
 
 
 def generative_prior(cfg: InversionConfig, aux: torch.Tensor, protection: nn.Module, seed: int,
-                     cache: str | Path | None) -> tuple[Generative, dict[str, Any]]:
+                     gan: Any = None) -> tuple[Generative, dict[str, Any]]:
     """GGL's generator for ``cfg.prior``, learned from the attacker's auxiliary faces ``aux`` (N, H, W) in [0, 255]
     only, and ``protection``: the attacker's fitted copy of the clients' protection (its own key unless it was handed
     the clients'). The protection's per-image randomness is drawn from ``seed`` on every pass: the attacker cannot
-    know the client's draws, and a fixed draw keeps its objective deterministic. A GAN prior must have been trained
-    beforehand (``fedface prior``) into ``attack.cache``: no attack trains one mid-round."""
+    know the client's draws, and a fixed draw keeps its objective deterministic. ``prior=gan``: ``gan`` is the GAN
+    prior trained beforehand on those faces (``fedface.experiment.generators.attack_gan_prior``)."""
     from fedface.attacks.inversion import FacePrior
 
     if cfg.prior == "pca":
         prior, facts = FacePrior(aux, cfg.components, seed), {"prior": "pca", "components": cfg.components}
+    elif gan is None:
+        raise ValueError("attack.gradient.prior=gan needs the trained GAN prior (fedface.experiment.generators)")
     else:
-        from fedface.models.face_gan import GanConfig, gan_prior
-
-        gcfg = GanConfig.from_cfg(cfg.gan)
-        try:
-            prior, trained = gan_prior(aux, gcfg, None if cache in (None, "") else Path(cache), train=False)
-        except FileNotFoundError as missing:
-            raise ValueError(f"attack.gradient.prior=gan: no trained GAN prior in attack.cache={cache!r} ({missing}); "
-                             "train it with `fedface prior` and the same data/attack overrides") from None
-        facts = {"prior": "gan", "gan": {k: trained.get(k) for k in ("steps", "seconds", "faces")}}
+        prior, facts = gan, {"prior": "gan"}
 
     def to_input(faces: torch.Tensor) -> torch.Tensor:
         return protection((faces + 1) * 127.5, generator=torch.Generator().manual_seed(seed))

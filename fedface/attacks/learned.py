@@ -25,19 +25,16 @@ forward/backward passes per batch.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fedface.models.decoder import DecoderConfig, UNet, to_targets, train
+from fedface.models.decoder import to_targets
 from fedface.attacks.invert_mask import to_image
-from fedface.io import atomic_save_safetensors, atomic_write_json
 from fedface.metrics import mean_face_floor, score
 from fedface.mixup import MixupConfig, mixup
 from fedface.protect import build_protection, needs_key
@@ -99,34 +96,6 @@ def aux_pairs(protection: Protection, mixup_cfg: Mapping[str, Any], aux: torch.T
     return mask(protection, mixup_cfg, faces, seed), to_targets(faces.unsqueeze(1).float(), size)
 
 
-def fingerprint(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def cache_dir(value: str | None) -> Path | None:
-    """``attack.cache``: a folder, or null / empty for no cache."""
-    return None if value in (None, "") else Path(value)
-
-
-def trained_decoder(inputs: torch.Tensor, targets: torch.Tensor, dcfg: DecoderConfig, cache: Path | None,
-                    cache_id: str, progress: bool = False) -> tuple[UNet, dict[str, Any]]:
-    """Train (or load from ``cache``/<id>.safetensors + .json) the generator for one protection and threat."""
-    from safetensors.torch import load_file
-
-    weights, meta = (cache / f"{cache_id}.safetensors", cache / f"{cache_id}.json") if cache else (None, None)
-    if weights is not None and weights.exists() and meta.exists():
-        net = UNet(inputs.shape[1], dcfg.size, dcfg.width, dcfg.dropout if dcfg.kind == "cgan" else 0.0)
-        net.load_state_dict(load_file(str(weights)))
-        net.eval()
-        return net, {**json.loads(meta.read_text()), "cached": True}
-    net, facts = train(inputs, targets, dcfg, progress)
-    if weights is not None:
-        atomic_save_safetensors(weights, {k: v.contiguous().numpy() for k, v in net.state_dict().items()})
-        atomic_write_json(meta, {**facts, "config": dcfg.to_json()})
-    return net, {**facts, "cached": False}
-
-
 def visualise(model_input: torch.Tensor, size: int) -> torch.Tensor:
     """What the masked data looks like as an image, for the grids and paper 001's visual masking effect: the mean
     over channels, min-max scaled per sample to [-1, 1], on the size x size grid (a one-channel input is itself)."""
@@ -149,10 +118,6 @@ def white_box(protection: Protection, inputs: torch.Tensor, aux: torch.Tensor, s
     permutation = getattr(protection, "permutation", None) if key_known else None
     images, note = to_image(protection, inputs, aux.unsqueeze(1).float(), permutation)
     return (None, note) if images is None else (to_targets(images, size), note)
-
-
-def save_arrays(path: Path, arrays: Mapping[str, torch.Tensor]) -> None:
-    atomic_save_safetensors(path, {k: v.detach().float().contiguous().numpy() for k, v in arrays.items()})
 
 
 def victims_of(train_idx: np.ndarray, limit: int | None, seed: int) -> np.ndarray:

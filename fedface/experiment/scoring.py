@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fedface.attacks.gradient import Generative, InversionConfig, Reconstruction, generative_prior
+from fedface.experiment.generators import attack_gan_prior
 from fedface.attacks.inversion import InversionConfig as CentreInversionConfig
 from fedface.attacks.inversion import invert_centres
 from fedface.attacks.invert_mask import to_image
@@ -174,7 +175,11 @@ def _generative(icfg: InversionConfig, run_cfg: dict[str, Any], threat: ThreatMo
         raise Skip(f"attack.gradient.prior={icfg.prior} learns from the attacker's aux faces: data.aux gives none")
     protect = run_cfg["protect"]
     protection = attacker_protection(protect, aux[:, 0], icfg.seed, colluders_key(protect, threat.knows_key))
-    return generative_prior(icfg, aux[:, 0], protection, icfg.seed, cache)
+    if icfg.prior != "gan":
+        return generative_prior(icfg, aux[:, 0], protection, icfg.seed)
+    gan, trained = attack_gan_prior(aux[:, 0], icfg.gan, cache)
+    generative, facts = generative_prior(icfg, aux[:, 0], protection, icfg.seed, gan)
+    return generative, {**facts, "gan": trained}
 
 
 def _white_box_image(x: torch.Tensor, run_cfg: dict[str, Any], threat: ThreatModel

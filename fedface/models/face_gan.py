@@ -10,11 +10,8 @@ latent's L2 (``attack.inversion.l2``) is the Gaussian prior the GAN was trained 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -22,7 +19,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedface.config import known_keys_only
-from fedface.io import atomic_save_safetensors, atomic_write_json
 
 
 @dataclass
@@ -172,29 +168,4 @@ class GanPrior:
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False).clamp(-1, 1)
 
 
-def gan_prior(aux: torch.Tensor, cfg: GanConfig, cache: Path | None, progress: bool = False, train: bool = True
-              ) -> tuple[GanPrior, dict[str, Any]]:
-    """The GAN prior for ``aux`` faces (N, H, W): loaded from ``cache``/gan-prior-<id>.*, where the id covers the
-    config and the faces themselves, or else trained (and cached); ``train=False``: FileNotFoundError instead."""
-    from safetensors.torch import load_file
-
-    digest = hashlib.sha256(aux.numpy().tobytes()).hexdigest()[:12]
-    cfg_id = hashlib.sha256(json.dumps(cfg.to_json(), sort_keys=True).encode()).hexdigest()[:12]
-    weights = meta = None
-    if cache is not None:
-        weights, meta = cache / f"gan-prior-{digest}-{cfg_id}.safetensors", cache / f"gan-prior-{digest}-{cfg_id}.json"
-    out_size = tuple(aux.shape[-2:])
-    if weights is not None and weights.exists() and meta.exists():
-        g = Generator(cfg.latent, cfg.size, cfg.width)
-        g.load_state_dict(load_file(str(weights)))
-        return GanPrior(g, cfg.latent, out_size), {**json.loads(meta.read_text()), "cached": True}
-    if not train:
-        raise FileNotFoundError(f"{weights or 'no cache folder given'}")
-    g, facts = train_gan(faces_for(aux, cfg.size), cfg, progress)
-    if weights is not None:
-        atomic_save_safetensors(weights, {k: v.contiguous().numpy() for k, v in g.state_dict().items()})
-        atomic_write_json(meta, {**facts, "config": cfg.to_json()})
-    return GanPrior(g, cfg.latent, out_size), {**facts, "cached": False}
-
-
-__all__ = ["Discriminator", "GanConfig", "GanPrior", "Generator", "faces_for", "gan_prior", "train_gan"]
+__all__ = ["Discriminator", "GanConfig", "GanPrior", "Generator", "faces_for", "train_gan"]
