@@ -18,6 +18,7 @@ from fedface.config import compose_config
 from fedface.data.sources import REPO_ROOT
 from fedface.federation.setup import prepare_federation
 from fedface.runs import RunDir
+from strategies.grid import polled
 from strategies.server_loop import run_federation
 
 app = ServerApp()
@@ -34,4 +35,4 @@ def main(grid: Grid, context: Context) -> None:
     if not run_dir.is_absolute():  # the ServerApp's cwd is wherever the SuperLink started
         run_dir = REPO_ROOT / run_dir
     plain = prepare_federation(cfg)
-    run_federation(grid, plain, RunDir(run_dir, cfg).path)
+    run_federation(polled(grid), plain, RunDir(run_dir, cfg).path)

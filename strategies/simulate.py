@@ -18,10 +18,10 @@ from fedface.federation.ray_cluster import RayConfig, cluster_address, connect
 from fedface.federation.setup import prepare_federation
 from fedface.io import atomic_write_json
 from fedface.runs import RunDir
+from strategies.grid import polled
 from strategies.server_loop import run_federation
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.005  # how often the simulated server looks for replies
 
 
 def server_app_for(cfg: dict[str, Any], run_dir: Path) -> ServerApp:
@@ -29,9 +29,7 @@ def server_app_for(cfg: dict[str, Any], run_dir: Path) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        if hasattr(grid, "pull_interval"):  # flwr's InMemoryGrid polls for replies every 0.1 s: up to 0.2 s a round
-            grid.pull_interval = POLL_SECONDS
-        run_federation(grid, cfg, run_dir)
+        run_federation(polled(grid), cfg, run_dir)
 
     return app
 

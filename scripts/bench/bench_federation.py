@@ -87,6 +87,7 @@ def floor_child(n: int, sampled: int, rounds: int, out: Path) -> None:
     from fedface.config import compose_config
     from fedface.federation.setup import prepare_federation
     from clients.records import ARRAYS, METRICS, to_record
+    from strategies.grid import polled
     from strategies.server_loop import initial_model
 
     cfg = prepare_federation(compose_config([*synthetic(n), "run.dir=/tmp/unused"]))
@@ -100,8 +101,7 @@ def floor_child(n: int, sampled: int, rounds: int, out: Path) -> None:
 
     @server.main()
     def main(grid, context):
-        if hasattr(grid, "pull_interval"):
-            grid.pull_interval = 0.005  # as fedface's simulation does (strategies.simulate.POLL_SECONDS)
+        grid = polled(grid)  # the same reply polling as fedface's server (strategies/grid.py)
         while len(nodes := list(grid.get_node_ids())) < n:
             time.sleep(0.05)
         secs = []
