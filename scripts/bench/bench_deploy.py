@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ def main() -> None:
     env = {**os.environ, "FEDFACE_KEY": os.environ.get("FEDFACE_KEY") or secrets.token_hex(32),
            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
     deploy_dir, sim_dir = cfg.workdir / "bench-deploy", cfg.workdir / "bench-sim"
+    for folder in (deploy_dir, sim_dir):  # the bench's own scratch runs: a re-run measures afresh
+        shutil.rmtree(folder, ignore_errors=True)
     t_deploy = timed([sys.executable, "-m", "fedface.deploy.cli", "up", "--config", deploy_file, "--run-dir",
                       str(deploy_dir)],
                      env)
