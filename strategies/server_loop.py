@@ -158,10 +158,13 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                                   **({"steps": int(fed["local_steps"])} if fed.get("local_steps") else {})})
         if secure is None:
             messages = strategy.configure_train(rnd, to_record(arrays), train_cfg, grid)
+            t_sent = time.perf_counter()
             replies = grid.send_and_receive(messages, timeout=float(fed["round_timeout"]))
+            exchange = {"train": time.perf_counter() - t_sent}
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         else:  # SecAgg+: the server never holds a reply's update, only the unmasked aggregate
             new_arrays, train_metrics = secure.round(grid, rnd, arrays, train_cfg)
+            exchange = {}
         if new_arrays is not None:
             arrays = from_record(new_arrays)
         record = {"round": rnd, **strategy.last_round, "seconds": 0.0,
@@ -169,11 +172,14 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                   "global_bytes": nbytes(arrays), **collapse_record(train_metrics)}
         if rnd % int(fed["eval_every"]) == 0 or rnd == int(fed["rounds"]):
             eval_msgs = strategy.configure_evaluate(rnd, to_record(arrays), ConfigRecord({}), grid)
-            metrics = strategy.aggregate_evaluate(rnd, grid.send_and_receive(eval_msgs,
-                                                                            timeout=float(fed["round_timeout"])))
+            t_sent = time.perf_counter()
+            eval_replies = grid.send_and_receive(eval_msgs, timeout=float(fed["round_timeout"]))
+            exchange["evaluate"] = time.perf_counter() - t_sent
+            metrics = strategy.aggregate_evaluate(rnd, eval_replies)
             if metrics is not None:
                 record.update({k: v for k, v in metrics_of(metrics).items() if k != "num-examples"})
         record["seconds"] = time.perf_counter() - t0
+        record["exchange_seconds"] = exchange  # send to last reply; minus the clients' own seconds: the transport
         if policy is not None:
             record["policy_baseline"] = strategy.baseline
         results["rounds"].append(record)

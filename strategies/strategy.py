@@ -80,7 +80,9 @@ class FedFaceAvg(FedAvg):
         updates = [self._take_policy_update(r) for r in ok]
         k_hists = [r.content[METRICS]["k-counts"] for r in ok if "k-counts" in r.content[METRICS]]
         self.last_round.update(received=len(ok), failed=failed, bytes_received=received,
-                               k_counts=np.sum(k_hists, axis=0).tolist() if k_hists else [])  # without MixUp: []
+                               k_counts=np.sum(k_hists, axis=0).tolist() if k_hists else [],  # without MixUp: []
+                               client_seconds=max((float(r.content[METRICS]["seconds"]) for r in ok
+                                                   if "seconds" in r.content[METRICS]), default=None))
         # protect=dp_sgd: each client's epsilon (at delta) so far -- kept per node, as FedAvg would average it
         eps = {str(r.metadata.src_node_id): metrics_of(r.content[METRICS])["epsilon"] for r in ok
                if "epsilon" in r.content[METRICS]}

@@ -42,6 +42,8 @@ def test_three_clients_two_rounds_end_to_end(tmp_path):
         assert r["received"] == 3 and r["failed"] == [] and 0.0 <= r["accuracy"] <= 1.0
         assert r["bytes_sent"] > 0 and r["bytes_received"] > 0
         assert r["loss_over_degenerate"] > 0 and -1 <= r["head_row_cosine"] <= 1
+        # where the round's time went: the exchange holds the slowest client's training, and evaluation has its own
+        assert r["exchange_seconds"]["train"] >= r["client_seconds"] > 0 and r["exchange_seconds"]["evaluate"] > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["collapse"]["loss_over_degenerate"] == res["rounds"][-1]["loss_over_degenerate"]
     assert isinstance(saved["collapse"]["collapsed"], bool) and "stalled_rounds" in saved["collapse"]

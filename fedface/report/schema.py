@@ -174,6 +174,9 @@ ROUND = {
     "bytes_received": (NUM, True, "bytes of the aggregated replies' arrays"),
     "k_counts": ((list, type(None)), True, "MixUp: how often each k was drawn this round (empty without MixUp)"),
     "seconds": (NUM, True, "the round's wall time, evaluation included"),
+    "exchange_seconds": (dict, False, "train / evaluate: from sending the messages to the last reply (the clients' "
+                                      "work plus transport; SecAgg+ rounds: none)"),
+    "client_seconds": (OPT_NUM, False, "the slowest aggregated client's own training seconds"),
     "train_loss": (OPT_NUM, True, "the clients' example-weighted mean training loss (null: no reply)"),
     "global_bytes": (int, True, "size of the global model"),
     "loss_over_degenerate": (NUM, False, "train loss over ArcFace's degenerate solution (fedface.train.collapse)"),
