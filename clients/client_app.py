@@ -15,8 +15,10 @@ import hashlib
 import json
 import os
 import random
+import time
 from collections import OrderedDict
 
+import psutil
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -110,7 +112,9 @@ def train(msg: Message, context: Context) -> Message:
         context.state[DP_HISTORY] = ConfigRecord({"noise": [float(h[0]) for h in reply.dp_history],
                                                   "rate": [float(h[1]) for h in reply.dp_history],
                                                   "steps": [int(h[2]) for h in reply.dp_history]})
-    metrics = dict(reply.metrics)
+    # the age of this process: deployed, Flower starts one per message, so its start, imports, the task's build and
+    # the training; the server subtracts it from the exchange to see the transport (bench_deploy)
+    metrics = {**reply.metrics, "process-seconds": time.time() - psutil.Process().create_time()}
     content = RecordDict({ARRAYS: to_record(reply.arrays)})
     if reply.policy_update is not None:
         names = [k for k, _ in task.mixer.policy.named_parameters()]

@@ -81,8 +81,8 @@ class FedFaceAvg(FedAvg):
         k_hists = [r.content[METRICS]["k-counts"] for r in ok if "k-counts" in r.content[METRICS]]
         self.last_round.update(received=len(ok), failed=failed, bytes_received=received,
                                k_counts=np.sum(k_hists, axis=0).tolist() if k_hists else [],  # without MixUp: []
-                               client_seconds=max((float(r.content[METRICS]["seconds"]) for r in ok
-                                                   if "seconds" in r.content[METRICS]), default=None))
+                               client_seconds=_slowest(ok, "seconds"),
+                               client_process_seconds=_slowest(ok, "process-seconds"))
         # protect=dp_sgd: each client's epsilon (at delta) so far -- kept per node, as FedAvg would average it
         eps = {str(r.metadata.src_node_id): metrics_of(r.content[METRICS])["epsilon"] for r in ok
                if "epsilon" in r.content[METRICS]}
@@ -251,6 +251,11 @@ class FedFaceAvg(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = [r for r in replies if not r.has_error()]
         return replies[0].content[METRICS] if replies else None
+
+
+def _slowest(replies: list[Message], metric: str) -> float | None:
+    """The largest value of a timing ``metric`` over ``replies`` (None: none carries it)."""
+    return max((float(r.content[METRICS][metric]) for r in replies if metric in r.content[METRICS]), default=None)
 
 
 def _wait_for_nodes(grid: Grid, num_nodes: int, timeout: float) -> list[int]:

@@ -177,6 +177,8 @@ ROUND = {
     "exchange_seconds": (dict, False, "train / evaluate: from sending the messages to the last reply (the clients' "
                                       "work plus transport; SecAgg+ rounds: none)"),
     "client_seconds": (OPT_NUM, False, "the slowest aggregated client's own training seconds"),
+    "client_process_seconds": (OPT_NUM, False, "the oldest replying client process's age (deployed: one process per "
+                                               "message, so its start, imports, build and training)"),
     "train_loss": (OPT_NUM, True, "the clients' example-weighted mean training loss (null: no reply)"),
     "global_bytes": (int, True, "size of the global model"),
     "loss_over_degenerate": (NUM, False, "train loss over ArcFace's degenerate solution (fedface.train.collapse)"),
