@@ -82,7 +82,8 @@ class FedFaceAvg(FedAvg):
         self.last_round.update(received=len(ok), failed=failed, bytes_received=received,
                                k_counts=np.sum(k_hists, axis=0).tolist() if k_hists else [],  # without MixUp: []
                                client_seconds=_slowest(ok, "seconds"),
-                               client_process_seconds=_slowest(ok, "process-seconds"))
+                               client_process_seconds=_slowest(ok, "process-seconds"),
+                               client_startup_seconds=_slowest(ok, "startup-seconds"))
         # protect=dp_sgd: each client's epsilon (at delta) so far -- kept per node, as FedAvg would average it
         eps = {str(r.metadata.src_node_id): metrics_of(r.content[METRICS])["epsilon"] for r in ok
                if "epsilon" in r.content[METRICS]}

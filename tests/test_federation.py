@@ -45,6 +45,7 @@ def test_three_clients_two_rounds_end_to_end(tmp_path):
         # where the round's time went: the exchange holds the slowest client's training, and evaluation has its own
         assert r["exchange_seconds"]["train"] >= r["client_seconds"] > 0 and r["exchange_seconds"]["evaluate"] > 0
         assert r["client_process_seconds"] >= r["client_seconds"]  # the process also imported and built the task
+        assert 0 < r["client_startup_seconds"] < r["client_process_seconds"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["collapse"]["loss_over_degenerate"] == res["rounds"][-1]["loss_over_degenerate"]
     assert isinstance(saved["collapse"]["collapsed"], bool) and "stalled_rounds" in saved["collapse"]

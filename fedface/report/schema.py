@@ -179,6 +179,8 @@ ROUND = {
     "client_seconds": (OPT_NUM, False, "the slowest aggregated client's own training seconds"),
     "client_process_seconds": (OPT_NUM, False, "the oldest replying client process's age (deployed: one process per "
                                                "message, so its start, imports, build and training)"),
+    "client_startup_seconds": (OPT_NUM, False, "the longest time from a replying client process's start to its app "
+                                               "loaded (deployed: Flower's process start, FAB install, imports)"),
     "train_loss": (OPT_NUM, True, "the clients' example-weighted mean training loss (null: no reply)"),
     "global_bytes": (int, True, "size of the global model"),
     "loss_over_degenerate": (NUM, False, "train loss over ArcFace's degenerate solution (fedface.train.collapse)"),

@@ -50,7 +50,8 @@ def main() -> None:
         rows[name] = [{"round": r["round"], "accuracy": r.get("accuracy"), "train_loss": r.get("train_loss"),
                        "seconds": r["seconds"], "exchange_seconds": r.get("exchange_seconds", {}),
                        "client_seconds": r.get("client_seconds"),
-                       "client_process_seconds": r.get("client_process_seconds")} for r in res["rounds"]]
+                       "client_process_seconds": r.get("client_process_seconds"),
+                       "client_startup_seconds": r.get("client_startup_seconds")} for r in res["rounds"]]
     rounds_s = {name: sum(r["seconds"] for r in rows[name]) for name in rows}
     summary = {"deploy_file": deploy_file, "overrides": run_overrides(cfg), "deploy_seconds": t_deploy,
                "simulate_seconds": t_sim, "ratio": t_deploy / t_sim, "deploy_rounds_seconds": rounds_s["deploy"],
@@ -64,9 +65,11 @@ def main() -> None:
               f"{accs}")
     for name in rows:  # where a round's time goes: the clients' own training vs the two message exchanges
         parts = [(r["exchange_seconds"].get("train", 0.0), r["client_seconds"] or 0.0,
-                  r["client_process_seconds"] or 0.0, r["exchange_seconds"].get("evaluate", 0.0)) for r in rows[name]]
-        train, client, process, evaluate = (sum(p[i] for p in parts) / len(parts) for i in range(4))
-        age = f", its process {process:5.1f} s old" if name == "deploy" else ""  # simulation: long-lived workers
+                  r["client_process_seconds"] or 0.0, r["client_startup_seconds"] or 0.0,
+                  r["exchange_seconds"].get("evaluate", 0.0)) for r in rows[name]]
+        train, client, process, startup, evaluate = (sum(p[i] for p in parts) / len(parts) for i in range(5))
+        # simulation: long-lived workers, whose age says nothing about a round
+        age = f", its process {process:5.1f} s old, {startup:4.1f} s of it to load the app" if name == "deploy" else ""
         print(f"{name:9s} per round: train exchange {train:5.1f} s (slowest client's training {client:4.1f} s{age}), "
               f"evaluate exchange {evaluate:5.1f} s")
     load = summary["load_average_before_after"]
