@@ -45,6 +45,7 @@ from fedface.experiment.recorded import recorded_inversions
 from fedface.metrics.identity import SAME_PERSON_DISTANCE
 from fedface.protect import build_protection, input_spec, needs_key, protection_label
 from fedface.report.grids import save_grid
+from fedface.report.schema import IMPRINT, INVERT, validate
 from fedface.federation.checkpoint import global_models
 from fedface.runs import RunDir, RunLayout, machine_info, start
 
@@ -288,6 +289,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     atomic_save_tensors(run.path / "inversions.safetensors", arrays)
     save_grid(run.path / "grids" / f"{label}-{view['head'].split()[0]}.png", grid,
               title=f"{tcfg.data.name} {label} head={view['head']}: real | floor | ceiling | inversions")
+    validate(results, INVERT)  # the documented shape (docs/results-schema.md), or one error naming the key
     run.finish(results)
     return results
 
@@ -348,6 +350,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     if not malicious:
         results["skipped"] = "attack.imprint.malicious_weights=false: the honest model was sent, nothing to read"
         results["status"] = "done"
+        validate(results, IMPRINT)
         run.write_results(results)
         run.close()
         return results
@@ -416,6 +419,7 @@ def run_imprint(cfg: DictConfig) -> dict[str, Any]:
     if grid:
         save_grid(run.path / "grids" / f"imprint-{label}.png", grid,
                   title=f"MALICIOUS WEIGHTS (imprint) {label}: client 0's batch | read back by the server")
+    validate(results, IMPRINT)
     run.finish(results)
     return results
 

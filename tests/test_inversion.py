@@ -1,6 +1,8 @@
 """Malicious server III: model inversion (fedface/attacks/inversion.py) and malicious weights (imprint.py)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -188,6 +190,12 @@ def test_invert_and_imprint_commands_end_to_end(tmp_path):
     assert main(["imprint", *small, "attack.imprint.malicious_weights=false", f"run.dir={tmp_path / 'off'}"]) == 0
     off = json.loads((tmp_path / "off" / "results.json").read_text())
     assert off["malicious_weights"] is False and not off["rows"] and "skipped" in off
+    from fedface.report.schema import IMPRINT, INVERT, describe, validate
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
+    for result, schema in ((res, INVERT), (imp, IMPRINT), (off, IMPRINT)):  # as the commands validated them
+        validate(result, schema)
+        assert describe(schema) in doc
 
 
 @pytest.mark.slow

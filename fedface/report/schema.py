@@ -1,5 +1,6 @@
 """The documented shape of the results.json of ``fedface compare`` (``RESULTS``), ``fedface train`` (``TRAIN``) and
-``fedface simulate`` (``SIMULATE``) and ``fedface reconstruct`` (``RECONSTRUCT``), checked by ``validate``.
+``fedface simulate`` (``SIMULATE``), ``fedface reconstruct`` (``RECONSTRUCT``), ``fedface invert`` (``INVERT``) and
+``fedface imprint`` (``IMPRINT``), checked by ``validate``.
 
 A schema is a dict ``key -> (types, required, description)``; a nested dict schema is given as the type. Types are
 Python types; ``None`` in the tuple allows null. ``validate`` raises one ValueError naming the path of the first
@@ -261,6 +262,87 @@ RECONSTRUCT = {
                                    "masked data shown as pictures"),
     "gradient_recoveries": (list, False, "attack.recovered: the generators applied to gradient inversion's "
                                          "recovered inputs of a federation run"),
+}
+
+
+INVERSION_ROW = {
+    "protection": (str, True, "the target run's protection"),
+    "head": (str, True, "what the server held: shared (class centres) or local (backbone only)"),
+    "attack": (str, True, "mean face (floor) | real image (ceiling) | class-centre ... | BN statistics only ... | "
+                          "aux-embedding inversion ... | in-federation replies, round R (+ decoder / + white-box)"),
+    "threat": (str, True, "server | knows_key | - (floor, ceiling)"),
+    "identity": (IDENTITY, False, "whose faces the pictures are, as guesses for the attacked identities"),
+    "skipped": (str, False, "why the row has no pictures (head=local: no centre; no key for the white-box)"),
+    "note": (str, False, "what the row's pictures are"),
+    "centre_cos": (list, False, "class-centre: cosine of each inverted embedding with its target centre"),
+    "centre_cos_mean": (NUM, False, "their mean (aux-embedding / in-federation rows: the same for their targets)"),
+    "head_top1": (NUM, False, "class-centre: the shared head's top-1 on the inverted inputs"),
+    "curve": (list, False, "the optimisation's objective every few steps"),
+    "steps": (int, False, "optimisation steps"),
+    "seconds": (NUM, False, "its wall time"),
+    "stopped": ((str, type(None)), False, "why it stopped before attack.inversion.steps (null: it did not)"),
+    "bn_layers": (int, False, "BatchNorm layers whose statistics were matched"),
+    "prior": (str, False, "free | pca | gan"),
+    "decoder": (dict, False, "+ decoder rows: the learned decoder's steps, seconds, cached"),
+    "round": (int, False, "in-federation rows: the round the replies came from"),
+    "nodes": (list, False, "in-federation rows: the attacked nodes"),
+    "rows": (list, False, "in-federation rows: the head rows (training identities) inverted"),
+    "row_precision": (OPT_NUM, False, "in-federation rows: share of most-moved head rows that were the node's own"),
+}
+
+INVERT = {
+    "command": (str, True, "invert"),
+    "status": (str, True, "done | running (partial results land after every row)"),
+    "target": (str, True, "the attacked run (attack.target)"),
+    "weights": (str, True, "which weights were inverted (the run's final model)"),
+    "run_kind": (str, True, "train | federation"),
+    "head": (str, True, "shared (class centres) | local (backbone only)"),
+    "protection": (str, True, "the target run's protection"),
+    "identities": (list, True, "the attacked training identities"),
+    "classes": (int, True, "rows of the head (training identities)"),
+    "aux": (int, True, "the attacker's auxiliary faces"),
+    "inversion": (dict, True, "attack.inversion as run"),
+    "malicious_weights": (bool, True, "always false: inversion reads the shared weights as they are"),
+    "seed": (int, True, "every seed of the run"),
+    "machine": (dict, True, "platform, versions, provenance (commit, dirty, packages, command)"),
+    "rows": ([INVERSION_ROW], True, "floor, ceiling, then one row per (attack, threat)"),
+    "key": (str, False, "why no knows_key row (an unkeyed protection)"),
+    "prior": (dict, False, "the picture prior's facts (kind, components or the GAN's training)"),
+    "model_unchanged": (bool, False, "done: the attack left the model's weights bit-identical"),
+}
+
+IMPRINT_ROW = {
+    "protection": (str, True, "the clients' protection"),
+    "threat": (str, True, "server (it wrote the trap)"),
+    "client": (int, True, "the trapped client (0-based)"),
+    "recovered": (int, True, "inputs read back above attack.imprint.psnr_db"),
+    "batch": (int, True, "the client's batch"),
+    "rate": (NUM, True, "recovered / batch"),
+    "threshold_db": (NUM, True, "the PSNR a read-back input must beat (model-input space)"),
+    "best_psnr": (list, True, "per input: the PSNR of its best bin"),
+    "best": (list, True, "per input: its best bin"),
+    "candidates": (int, True, "bins that held exactly one input"),
+    "pixels_note": (str, False, "how the read-back inputs were mapped to pixels"),
+    "pixel_psnr": (list, False, "per input: PSNR in pixels"),
+    "pixel_psnr_mean": (NUM, False, "their mean"),
+    "pixel_psnr_white_box_of_truth": (NUM, False, "the white-box image of the true input: the pixel ceiling"),
+    "decoder_pixel_psnr_mean": (NUM, False, "no key: the learned decoder's pictures of the read-back inputs"),
+}
+
+IMPRINT = {
+    "command": (str, True, "imprint"),
+    "status": (str, True, "done | running"),
+    "malicious_weights": (bool, True, "whether the server sent trapped weights (false: nothing to read)"),
+    "target": (str, True, "the run whose model the trap was written into"),
+    "protection": (str, True, "the clients' protection"),
+    "bins": (int, True, "the trap's bins"),
+    "batch_size": (int, True, "the clients' batch"),
+    "clients": (int, True, "clients trapped"),
+    "seed": (int, True, "every seed of the run"),
+    "machine": (dict, True, "platform, versions, provenance"),
+    "rows": ([IMPRINT_ROW], True, "one per trapped client"),
+    "skipped": (str, False, "malicious_weights=false: why nothing was read"),
+    "recovery_rate": (OPT_NUM, False, "done: recovered / batch over every client"),
 }
 
 
