@@ -36,9 +36,16 @@ from clients.records import (ARRAYS, CONFIG, DP_HISTORY, KEY_FINGERPRINT, KEY_NO
                                 POLICY_UPDATE, RUN_CONFIG, from_record, metric_record, to_record)
 
 ALLOW_DEMO_ENV = "FEDFACE_ALLOW_DEMO_KEY"
+
+
+def process_age() -> float:
+    """Seconds since this process started (deployed, Flower starts one per message)."""
+    return time.time() - psutil.Process().create_time()
+
+
 #: seconds from this process's start until this module (and torch, flwr, fedface) had loaded: deployed, Flower's
 #: ClientApp process start, FAB install and the imports, paid by every message (bench_deploy splits a round with it)
-STARTUP_SECONDS = time.time() - psutil.Process().create_time()
+STARTUP_SECONDS = process_age()
 torch.set_num_threads(1)  # one ClientApp per core in simulation
 app = ClientApp()
 # Per worker process: the tasks of the last ``federation.client_cache`` partitions it served (the dataset itself is
@@ -117,7 +124,7 @@ def train(msg: Message, context: Context) -> Message:
                                                   "steps": [int(h[2]) for h in reply.dp_history]})
     # the age of this process: deployed, Flower starts one per message, so its start, imports, the task's build and
     # the training; the server subtracts it from the exchange to see the transport (bench_deploy)
-    metrics = {**reply.metrics, "process-seconds": time.time() - psutil.Process().create_time(),
+    metrics = {**reply.metrics, "process-seconds": process_age(),
                "startup-seconds": STARTUP_SECONDS}
     content = RecordDict({ARRAYS: to_record(reply.arrays)})
     if reply.policy_update is not None:

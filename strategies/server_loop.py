@@ -158,9 +158,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                                   **({"steps": int(fed["local_steps"])} if fed.get("local_steps") else {})})
         if secure is None:
             messages = strategy.configure_train(rnd, to_record(arrays), train_cfg, grid)
-            t_sent = time.perf_counter()
-            replies = grid.send_and_receive(messages, timeout=float(fed["round_timeout"]))
-            exchange = {"train": time.perf_counter() - t_sent}
+            replies, seconds = _exchange(grid, messages, float(fed["round_timeout"]))
+            exchange = {"train": seconds}
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         else:  # SecAgg+: the server never holds a reply's update, only the unmasked aggregate
             new_arrays, train_metrics = secure.round(grid, rnd, arrays, train_cfg)
@@ -172,9 +171,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                   "global_bytes": nbytes(arrays), **collapse_record(train_metrics)}
         if rnd % int(fed["eval_every"]) == 0 or rnd == int(fed["rounds"]):
             eval_msgs = strategy.configure_evaluate(rnd, to_record(arrays), ConfigRecord({}), grid)
-            t_sent = time.perf_counter()
-            eval_replies = grid.send_and_receive(eval_msgs, timeout=float(fed["round_timeout"]))
-            exchange["evaluate"] = time.perf_counter() - t_sent
+            eval_replies, exchange["evaluate"] = _exchange(grid, eval_msgs, float(fed["round_timeout"]))
             metrics = strategy.aggregate_evaluate(rnd, eval_replies)
             if metrics is not None:
                 record.update({k: v for k, v in metrics_of(metrics).items() if k != "num-examples"})
@@ -216,6 +213,13 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     log_hparams(writer, cfg, {k: final.get(k) for k in ("accuracy", "auc", "train_loss")})
     writer.close()
     return results
+
+
+def _exchange(grid: Grid, messages, timeout: float) -> tuple[list, float]:
+    """One message exchange: the replies, and the seconds from sending to the last reply (the round records it)."""
+    t0 = time.perf_counter()
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    return replies, time.perf_counter() - t0
 
 
 def collapse_record(train_metrics) -> dict[str, Any]:
