@@ -18,8 +18,8 @@ if [ "$set_name" = orl ]; then
     rows[none-$head]="protect=none federation.head=$head"
     rows[none-$head-pretrain]="protect=none federation.head=$head $pre"
     # ORL trains few steps: the policy lr is raised to 1e-2 (as in scripts/recipes/mixup_table.sh)
-    rows[ppfr-ada-$head]="protect=ppfr_fd mixup=adaptive mixup.policy_lr=0.01 federation.head=$head"
-    rows[ppfr-ada-$head-pretrain]="protect=ppfr_fd mixup=adaptive mixup.policy_lr=0.01 federation.head=$head $pre"
+    rows[ppfr_fd+adamixup-$head]="protect=ppfr_fd mixup=adaptive mixup.policy_lr=0.01 federation.head=$head"
+    rows[ppfr_fd+adamixup-$head-pretrain]="protect=ppfr_fd mixup=adaptive mixup.policy_lr=0.01 federation.head=$head $pre"
   done
 elif [ "$set_name" = lfw ]; then
   # 158 train identities over 16 clients = 9-10 identities each; 16 rounds of 1 local epoch = the centralized
@@ -28,7 +28,7 @@ elif [ "$set_name" = lfw ]; then
           federation.plateau.patience=3 federation.plateau.min_delta=0.005"
   for head in local shared; do
     rows[none-$head]="protect=none federation.head=$head"
-    rows[ppfr-ada-$head]="protect=ppfr_fd mixup=adaptive federation.head=$head"
+    rows[ppfr_fd+adamixup-$head]="protect=ppfr_fd mixup=adaptive federation.head=$head"
   done
 else
   echo "unknown set '$set_name' (orl | lfw)" >&2; exit 2

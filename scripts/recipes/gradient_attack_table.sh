@@ -22,12 +22,12 @@ for b in 4 8; do
     rows[obfuscator-b$b-s$s]="protect=obfuscator $shape attack.threats=[{}]"
     rows[ppfr_fd-b$b-s$s]="protect=ppfr_fd $shape attack.threats=[{},{knows_key:true}]"
     # round 2 too: the policy gradient is zero in round 1 (no REINFORCE baseline yet)
-    rows[ppfr_ada-b$b-s$s]="protect=ppfr_fd mixup=adaptive mixup.k_max=$kmax train.batch_size=$b
+    rows[ppfr_fd+adamixup-b$b-s$s]="protect=ppfr_fd mixup=adaptive mixup.k_max=$kmax train.batch_size=$b
       federation.local_steps=$s federation.rounds=2 attack.max_rounds=2
       attack.threats=[{},{knows_key:true,knows_seed:true}]"
   done
 done
 order=()
-for p in none fr_fd ppfr_fd ppfr_ada obfuscator; do for b in 4 8; do for s in 1 4; do order+=("$p-b$b-s$s"); done; done; done
+for p in none fr_fd ppfr_fd ppfr_fd+adamixup obfuscator; do for b in 4 8; do for s in 1 4; do order+=("$p-b$b-s$s"); done; done; done
 source scripts/recipes/rows.sh
 run_rows simulate results/attack-orl "$common threads=1 federation.ray.num_cpus=1 run.progress=false" "$@"

@@ -25,11 +25,11 @@ run central-none "$RUNS/orl-table/none" attack.backbone_only=false
 imprint imprint-none "$RUNS/orl-table/none"
 imprint imprint-ppfr_fd "$RUNS/orl-table/ppfr_fd-native"
 run central-ppfr_fd "$RUNS/orl-table/ppfr_fd-native" attack.backbone_only=false
-run central-ppfr_fd-adamixup "$RUNS/orl-mixup/adamixup-2-6" attack.backbone_only=false
+run central-ppfr_fd+adamixup "$RUNS/orl-mixup/adamixup-2-6" attack.backbone_only=false
 run fed-none-shared "$RUNS/fed-orl/none-shared" attack.backbone_only=false
 run fed-none-local "$RUNS/fed-orl/none-local"
-run fed-ppfr-ada-shared "$RUNS/fed-orl/ppfr-ada-shared" attack.backbone_only=false
-run fed-ppfr-ada-local "$RUNS/fed-orl/ppfr-ada-local"
+run fed-ppfr_fd+adamixup-shared "$RUNS/fed-orl/ppfr_fd+adamixup-shared" attack.backbone_only=false
+run fed-ppfr_fd+adamixup-local "$RUNS/fed-orl/ppfr_fd+adamixup-local"
 # the DCGAN prior (attack.inversion.prior=gan; trained once on the aux faces, cached in attack.cache) on the same targets
 run central-none-gan "$RUNS/orl-table/none" attack.backbone_only=false attack.inversion.prior=gan
 run central-ppfr_fd-gan "$RUNS/orl-table/ppfr_fd-native" attack.backbone_only=false attack.inversion.prior=gan

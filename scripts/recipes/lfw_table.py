@@ -40,20 +40,20 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "obfuscator-14px-nobias": (f"{OBF14} model.embedding_bias=false", (0,)),
     "obfuscator-14px-nobias-warmup": (f"{OBF14} model.embedding_bias=false train.margin_warmup=0.25", (0,)),
     "ppfr_fd-nobias-warmup": (f"{PPFR} model.embedding_bias=false train.margin_warmup=0.25", (0,)),
-    "ppfr_fd-mixup-k2-nobias-warmup": (f"{PPFR} mixup=fixed mixup.k=2 model.embedding_bias=false "
+    "ppfr_fd+mixup-k2-nobias-warmup": (f"{PPFR} mixup=fixed mixup.k=2 model.embedding_bias=false "
                                        "train.margin_warmup=0.25", (0,)),
-    "ppfr_fd-mixup-k2": (f"{PPFR} mixup=fixed mixup.k=2", (0,)),
-    "ppfr_fd-mixup-k2-m0.2": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2", (0,)),
-    "ppfr_fd-mixup-k2-renorm": (f"{PPFR} mixup=fixed mixup.k=2 mixup.renormalize=true", (0,)),
-    "ppfr_fd-mixup-k4": (f"{PPFR} mixup=fixed mixup.k=4", (0,)),
-    "ppfr_fd-mixup-k4-m0.2": (f"{PPFR} mixup=fixed mixup.k=4 model.head.m=0.2", (0,)),
-    "ppfr_fd-adamixup-2-5-m0.2": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2", (0,)),
-    "ppfr_fd-mixup-k2-maxw0.65": (f"{PPFR} mixup=fixed mixup.k=2 mixup.max_weight=0.65", (0,)),
-    "ppfr_fd-adamixup-2-5": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5", (0, 1, 2)),
+    "ppfr_fd+mixup-k2": (f"{PPFR} mixup=fixed mixup.k=2", (0,)),
+    "ppfr_fd+mixup-k2-m0.2": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2", (0,)),
+    "ppfr_fd+mixup-k2-renorm": (f"{PPFR} mixup=fixed mixup.k=2 mixup.renormalize=true", (0,)),
+    "ppfr_fd+mixup-k4": (f"{PPFR} mixup=fixed mixup.k=4", (0,)),
+    "ppfr_fd+mixup-k4-m0.2": (f"{PPFR} mixup=fixed mixup.k=4 model.head.m=0.2", (0,)),
+    "ppfr_fd+adamixup-2-5-m0.2": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2", (0,)),
+    "ppfr_fd+mixup-k2-maxw0.65": (f"{PPFR} mixup=fixed mixup.k=2 mixup.max_weight=0.65", (0,)),
+    "ppfr_fd+adamixup-2-5": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5", (0, 1, 2)),
     # MixUp is known to need longer schedules than plain training: 3x the budget for k=2 and its control
     "ppfr_fd-e48": (f"{PPFR} train.epochs=48", (0,)),
-    "ppfr_fd-mixup-k2-m0.2-e48": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2 train.epochs=48", (0,)),
-    "ppfr_fd-adamixup-2-5-m0.2-e48": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2 "
+    "ppfr_fd+mixup-k2-m0.2-e48": (f"{PPFR} mixup=fixed mixup.k=2 model.head.m=0.2 train.epochs=48", (0,)),
+    "ppfr_fd+adamixup-2-5-m0.2-e48": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2 "
                                       "train.epochs=48", (0, 1, 2)),
     "instahide": ("protect=instahide", (0,)),
     "peep": ("protect=peep", (0,)),

@@ -19,7 +19,7 @@ from fedface.io import atomic_write_text
 from fedface.metrics.scores import paper_scores
 from fedface.report.tables import markdown_table, num
 
-ORDER = ["none", "fr_fd", "ppfr_fd", "ppfr_ada", "obfuscator", "peep", "instahide"]
+ORDER = ["none", "fr_fd", "ppfr_fd", "ppfr_fd+adamixup", "obfuscator", "peep", "instahide"]
 
 
 def load(folder: Path) -> dict[str, dict]:
