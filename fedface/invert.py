@@ -112,7 +112,7 @@ def _identity_data(tcfg: DictConfig, seed: int):
     table = make_partition(data, tcfg.data, int(tcfg.seed), root=tcfg.data.get("root"))
     train_labels = data.labels[torch.as_tensor(table.train_idx)].numpy()
     global_ids = np.unique(train_labels)  # class c of a shared head / centralized head = rank among train ids
-    gallery = data.images[torch.as_tensor(table.train_idx)]
+    gallery = data.take(table.train_idx)
     labels = torch.as_tensor(np.searchsorted(global_ids, train_labels))
     aux = load_aux(table, tcfg.data.get("root"), limit=None, seed=seed)
     if aux is None:

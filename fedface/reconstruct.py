@@ -96,14 +96,14 @@ def run_reconstruct(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"data.aux={cfg.data.get('aux')!r} gives no auxiliary faces ({table.aux_source}); the "
                          f"attacker's prior data comes from LFW-a (../shared/data/lfw or FEDFACE_DATA)")
     victim_idx = learned.victims_of(table.train_idx, acfg.victims, seed)
-    faces, labels = data.images[torch.as_tensor(victim_idx)], data.labels[torch.as_tensor(victim_idx)]
+    faces, labels = data.take(victim_idx), data.labels[torch.as_tensor(victim_idx)]
     size = dcfg_base.size
     targets = to_targets(faces.unsqueeze(1).float(), size)
 
     protect_cfg, mixup_cfg = to_container(cfg.protect), to_container(cfg.mixup)
     key, _ = clients_key(cfg.protect)  # this command trains its own protection: the centralized key
     client = build_protection(protect_cfg, key)
-    client.fit(data.images[torch.as_tensor(table.train_idx)].unsqueeze(1).float())
+    client.fit(data.take(table.train_idx).unsqueeze(1).float())
     inputs = learned.mask(client, mixup_cfg, faces, seed + 1)
     label = protection_label(protect_cfg, mixup_cfg)
 

@@ -10,6 +10,7 @@ of the clients it serves, so its memory does not grow with the dataset (docs/sca
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedface.data.dataset import FaceDataset
+from fedface.data.dataset import FaceDataset, FaceFile
 from fedface.data.images import FACE_SIZE, Geometry, list_identity_folders, read_face
 from fedface.data import synthetic
 from fedface.data.synthetic import synthetic_faces
@@ -120,7 +121,8 @@ def load_folder(folder: Path, geometry: Geometry, name: str) -> FaceDataset:
     key = _cache_key(folder, files, geometry)
     if key not in _MEMORY:
         images = _shared_faces(f"faces-{key}", len(files), lambda: _decode(files, geometry))
-        _MEMORY[key] = FaceDataset(torch.from_numpy(images), torch.tensor(labels), names, rel, name)
+        _MEMORY[key] = FaceDataset(torch.from_numpy(images), torch.tensor(labels), names, rel, name,
+                                   file=face_file(images))
     return _MEMORY[key]
 
 
@@ -130,9 +132,16 @@ def _synthetic(kwargs: dict) -> FaceDataset:
     source = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
     key = hashlib.sha256(f"synthetic|{sorted(kwargs.items())}|{source}".encode()).hexdigest()[:24]
     if key not in _MEMORY:
-        _MEMORY[key] = synthetic_faces(**kwargs, store=lambda render, count: _shared_faces(
-            f"synthetic-{key}", count, render))
+        stored = []
+        data = synthetic_faces(**kwargs, store=lambda render, count: stored.append(_shared_faces(
+            f"synthetic-{key}", count, render)) or stored[0])
+        _MEMORY[key] = dataclasses.replace(data, file=face_file(stored[0]))
     return _MEMORY[key]
+
+
+def face_file(images: np.ndarray) -> FaceFile | None:
+    """Where ``images`` lie on disk when they are memory-mapped (``FaceDataset.take`` reads them from there)."""
+    return FaceFile(str(images.filename), images.offset) if isinstance(images, np.memmap) else None
 
 
 def _cache_key(folder: Path, files: list[Path], geometry: Geometry) -> str:
@@ -209,4 +218,4 @@ def load_aux(table, root: str | os.PathLike | None = None, limit: int | None = 5
     idx = [i for i, lab in enumerate(lfwa.labels.tolist()) if lfwa.identity_names[lab] in wanted]
     if limit is not None and len(idx) > limit:
         idx = sorted(np.random.default_rng(seed).choice(idx, limit, replace=False).tolist())
-    return lfwa.images[torch.as_tensor(idx, dtype=torch.long)]
+    return lfwa.take(idx)

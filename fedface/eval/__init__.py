@@ -17,7 +17,7 @@ def evaluate(backbone: nn.Module, protection: Protection, data: FaceDataset, tab
              seed: int = 0, batch_size: int = 256) -> dict:
     """Embed every test image once, then score the pairs (cosine) and the gallery/probe identification."""
     test_idx = table.test_idx
-    emb = embed(backbone, protection, data.images[torch.as_tensor(test_idx)], batch_size, seed=seed)
+    emb = embed(backbone, protection, data.take(test_idx), batch_size, seed=seed)
     pos = {int(i): k for k, i in enumerate(test_idx)}
     left = torch.as_tensor([pos[int(i)] for i in table.pairs.left])
     right = torch.as_tensor([pos[int(i)] for i in table.pairs.right])

@@ -147,7 +147,7 @@ def _gallery(data_cfg_json: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     data = load_configured(data_cfg)
     table = make_partition(data, data_cfg, seed, root=data_cfg.get("root"))
     train = data.labels[torch.as_tensor(table.train_idx)].numpy()
-    return data.images[torch.as_tensor(table.train_idx)], torch.as_tensor(np.searchsorted(np.unique(train), train))
+    return data.take(table.train_idx), torch.as_tensor(np.searchsorted(np.unique(train), train))
 
 
 def _target_system(obs: Observation, run_cfg: dict[str, Any], gallery: torch.Tensor) -> tuple | str:

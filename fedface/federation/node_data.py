@@ -84,7 +84,7 @@ def shard_data(cfg: Mapping[str, Any], partition_id: int, num_partitions: int, d
     # global label space = rank among all train identities (needed by a shared head); a local head relabels
     global_ids = np.unique(train_labels)
     global_labels = np.searchsorted(global_ids, data.labels[idx].numpy())
-    images, identities = data.images[torch.as_tensor(idx)], torch.as_tensor(global_labels)
+    images, identities = data.take(idx), torch.as_tensor(global_labels)
     if cfg["federation"]["head"] == "shared":
         return NodeData(images, identities, len(global_ids), data, table, identities)
     local_ids, local_labels = np.unique(global_labels, return_inverse=True)
