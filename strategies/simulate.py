@@ -18,6 +18,7 @@ from fedface.federation.ray_cluster import RayConfig, cluster_address, connect
 from fedface.federation.setup import prepare_federation
 from fedface.io import atomic_write_json
 from fedface.runs import RunDir
+from strategies.engine import fast_engine
 from strategies.grid import polled
 from strategies.server_loop import run_federation
 
@@ -62,7 +63,8 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.WARNING)
     flwr_log.propagate = False  # flwr prints its records with its own handler; the root's would print them twice
-    with simulation_key(plain["protect"]):  # before connect: a cluster's workers get the clients' env from it
+    # the key is set before connect: a cluster's workers get the clients' env from it
+    with simulation_key(plain["protect"]), fast_engine():
         cluster = connect(ray, address)
         log.info("simulation: %d virtual clients on Ray (%s): %d node(s), %g CPUs", plain["federation"]["num_clients"],
                  cluster["address"], cluster["nodes"], cluster["cpus"])
