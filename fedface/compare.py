@@ -216,6 +216,9 @@ def cell_plan(overrides: list[str], cfg: DictConfig) -> tuple[list[dict[str, Any
             cells.append({"protection": protection, "seed": seed, "attacks": runnable, "config_hash": digest,
                           "dir": str(cell_dir), "federation": fed_plain, "reconstruct": rec_plain,
                           "invert": inv_plain})
+    # seed by seed (stable: rows keep their order within a seed), so a compare stopped part-way holds whole seeds of
+    # every row -- a comparable set -- rather than every seed of the first rows
+    cells.sort(key=lambda cell: cell["seed"])
     return cells, unavailable, notes
 
 

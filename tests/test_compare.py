@@ -80,6 +80,16 @@ def test_cell_hash_is_the_resolved_config_not_the_name(tmp_path):
     assert len({c["config_hash"] for c in cells}) == 2  # the two protections differ
 
 
+def test_cells_run_seed_by_seed_so_a_stopped_compare_holds_whole_seeds(tmp_path):
+    """Headline rows with 3 seeds, another row with 1: every row's seed 0 comes before any seed 1, rows in order."""
+    args = _args(tmp_path, "compare.protections=[none,ppfr_fd,ppfr_fd+adamixup]", "compare.headline=[none,ppfr_fd]",
+                 "compare.headline_seeds=[0,1,2]", "compare.seeds=[0]")
+    cells, _, _ = compare.cell_plan(args, compare.load_experiment(args))
+    assert [(c["protection"], c["seed"]) for c in cells] == [
+        ("none", 0), ("ppfr_fd", 0), ("ppfr_fd+adamixup", 0), ("none", 1), ("ppfr_fd", 1), ("none", 2),
+        ("ppfr_fd", 2)]
+
+
 def test_failed_cell_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
     def flaky(cell):
         if cell["protection"] == "ppfr_fd":
