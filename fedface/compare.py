@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -265,8 +266,9 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     try:
         fed, rec, *inv = _execute(cell)
         outcome.update(status="done", federation=fed, reconstruct=rec, invert=inv[0] if inv else None)
-    except BaseException as err:  # noqa: BLE001 -- a failed cell is recorded, the others go on
-        if isinstance(err, KeyboardInterrupt):
+    except BaseException as err:  # noqa: BLE001 -- a failed cell is recorded, the others go on (Flower may end a
+        # failed run with sys.exit)
+        if stopped_from_outside(err):
             raise
         log.error("cell %s seed %d failed: %s", cell["protection"], cell["seed"], err)
         outcome.update(status="failed", error=f"{type(err).__name__}: {err}",
@@ -275,6 +277,12 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     outcome["machine"] = {**machine_info(), "load_average": list(os.getloadavg())}
     atomic_write_json(cell_dir / "cell.json", outcome)
     return outcome
+
+
+def stopped_from_outside(err: BaseException) -> bool:
+    """Ctrl-C, or a SIGTERM (``kill``, a job's time limit): Ray's driver turns SIGTERM into ``sys.exit(15)``
+    (``ray.init``), which must stop the compare -- the cell re-runs next time -- not be recorded as a failed cell."""
+    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and err.code == signal.SIGTERM)
 
 
 def _execute(cell: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:

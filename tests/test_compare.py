@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,28 @@ def test_cells_run_seed_by_seed_so_a_stopped_compare_holds_whole_seeds(tmp_path)
     assert [(c["protection"], c["seed"]) for c in cells] == [
         ("none", 0), ("ppfr_fd", 0), ("ppfr_fd+adamixup", 0), ("none", 1), ("ppfr_fd", 1), ("none", 2),
         ("ppfr_fd", 2)]
+
+
+def test_a_sigterm_stops_the_compare_and_a_failed_flower_run_does_not(tmp_path, monkeypatch):
+    """``kill`` or a job's time limit: with Ray's driver handler in place (``ray.init`` turns SIGTERM into
+    ``sys.exit(15)``) the compare stops, leaving the cell without its cell.json to re-run next time; Flower's own
+    ``sys.exit`` for a failed run is one failed cell, and the compare goes on."""
+    def killed(cell):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs before this returns
+        return _fake_execute(cell)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # Ray's driver handler
+    try:
+        monkeypatch.setattr(compare, "_execute", killed)
+        with pytest.raises(SystemExit):
+            compare.run_compare(_args(tmp_path))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not list((tmp_path / "out").rglob("cell.json"))
+    monkeypatch.setattr(compare, "_execute", lambda cell: sys.exit(201))  # flwr's SERVERAPP_EXCEPTION
+    res = compare.run_compare(_args(tmp_path))
+    assert [r["status"] for r in res["records"]] == ["failed", "failed"] and res["cells"]["failed"] == 2
 
 
 def test_failed_cell_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
