@@ -56,7 +56,9 @@ ROWS: dict[str, tuple[str, tuple[int, ...]]] = {
     "ppfr_fd+adamixup-2-5-m0.2-e48": (f"{PPFR} mixup=adaptive mixup.k_min=2 mixup.k_max=5 model.head.m=0.2 "
                                       "train.epochs=48", (0, 1, 2)),
     "instahide": ("protect=instahide", (0,)),
+    "instahide-m0.2": ("protect=instahide model.head.m=0.2", (0,)),
     "peep": ("protect=peep", (0,)),
+    "peep-m0.2": ("protect=peep model.head.m=0.2", (0,)),
 }
 
 
