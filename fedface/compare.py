@@ -376,6 +376,18 @@ def _num(v) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
+def _collapse(outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """The cell's collapse verdict under today's detector, from the evidence its federation recorded every round (a
+    compare that resumes after the rule changed re-judges its cached cells); the stored verdict without that file."""
+    from fedface.runs import RunLayout
+    from fedface.train.collapse import rounds_verdict
+
+    results = RunLayout(Path(outcome["cell_dir"]) / "federation").results if outcome.get("cell_dir") else None
+    if results is None or not results.exists():
+        return outcome["federation"].get("collapse")
+    return rounds_verdict(json.loads(results.read_text()).get("rounds", []))
+
+
 def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per attack of a cell (schema: ``fedface.report.schema.RECORD``)."""
     base = {"protection": outcome["protection"], "seed": outcome["seed"], "config_hash": outcome["config_hash"],
@@ -391,7 +403,7 @@ def records_of(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     utility = {**{k: _num(last.get(k)) for k in UTILITY_METRICS},
                "curve": [{"round": r["round"], "accuracy": _num(r.get("accuracy")),
                           "train_loss": _num(r.get("train_loss"))} for r in rounds],
-               "collapse": outcome["federation"].get("collapse")}
+               "collapse": _collapse(outcome)}
     per_round = [(r.get("bytes_sent") or 0) + (r.get("bytes_received") or 0) for r in rounds]
     bytes_per_round = sum(per_round) / len(per_round) if per_round else None
     rec = outcome.get("reconstruct") or {}

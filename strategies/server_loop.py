@@ -30,7 +30,7 @@ from fedface.runs import RunLayout, log_hparams, machine_info, resume_mismatch
 from fedface.mixup import MixupConfig, PolicyNet, policy_optimizer
 from fedface.models import build_backbone, build_head
 from fedface.protect import input_spec
-from fedface.train.collapse import is_collapsed, stalled
+from fedface.train.collapse import rounds_verdict
 from fedface.train.loop import round_margin_scale
 from strategies.central_dp import build_central_dp
 from clients.records import from_record, metrics_of, to_record
@@ -196,17 +196,13 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         results.update(status="failed", error="no client reply was aggregated in any round (see each round's "
                                                "`failed` reasons)")
         log.error("every round failed: %s", results["rounds"][-1].get("failed"))
-    last = next((r for r in reversed(results["rounds"]) if "loss_over_degenerate" in r), None)
-    if last is not None:
-        ratios = [r.get("loss_over_degenerate") for r in results["rounds"]]
-        stall = stalled(ratios)
-        results["collapse"] = {"collapsed": is_collapsed(ratios, last["head_row_cosine"], last["mixed_samples"]),
-                               "loss_over_degenerate": last["loss_over_degenerate"],
-                               "head_row_cosine": last["head_row_cosine"], "stalled_rounds": stall}
-        if results["collapse"]["collapsed"]:
+    verdict = rounds_verdict(results["rounds"])
+    if verdict is not None:
+        results["collapse"] = verdict
+        if verdict["collapsed"]:
             log.warning("COLLAPSED: the clients' loss sits at %.2f x ArcFace's degenerate solution (class centres' "
-                        "mean cosine %.2f): its accuracy does not measure the protection", last["loss_over_degenerate"],
-                        last["head_row_cosine"])
+                        "mean cosine %.2f): its accuracy does not measure the protection",
+                        verdict["loss_over_degenerate"], verdict["head_row_cosine"])
     validate(results, SIMULATE)  # the documented shape (docs/results-schema.md), or one error naming the key
     atomic_write_json(RunLayout(run_dir).results, results)
     final = next((r for r in reversed(results["rounds"]) if r.get("accuracy") is not None), {})

@@ -66,8 +66,9 @@ def test_detector_flags_a_forced_collapse_and_passes_a_healthy_head():
     assert collapse.check(float("nan"), degenerate, None)["collapsed"] is False
     # a short run still far above L_deg and falling (the 3-round demo: 2.19, 1.75, 1.24) is not a collapse
     assert not collapse.is_collapsed([2.19, 1.75, 1.24], -0.05)
-    # one that ends on the plateau is, even without 3 epochs there
-    assert collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.0)
+    # one that ends on the plateau is, even without 3 epochs there -- when its centres say so, or cannot be read
+    assert collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.92)
+    assert collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], None)
     # mixed training: the centres decide (a k-mix's L_deg can sit at a healthy loss), and they do catch MixUp's collapse
     assert not collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.0, mixed=True)
     assert collapse.is_collapsed([1.6, 1.2, 0.99, 0.98], 0.92, mixed=True)
@@ -114,3 +115,22 @@ def test_a_stall_at_the_degenerate_loss_is_caught_even_when_the_run_escapes_part
     assert collapse.check(shipped[-1], 20.40, None, ratios(shipped)[:-1])["collapsed"]
     assert collapse.stalled(ratios(healthy)) < collapse.STALL_EPOCHS
     assert not collapse.check(healthy[-1], 20.40, None, ratios(healthy)[:-1])["collapsed"]
+
+
+def test_a_short_run_falling_past_the_degenerate_loss_with_spread_centres_is_not_stuck():
+    """The LFW compare's PPFR-FD cell (10 rounds): its loss falls through L_deg and its last rounds fall slowly
+    (lr decay), but its class centres are spread -- at the degenerate solution they all point one way. Without a
+    head to read, the same losses ending on the plateau still flag the run."""
+    cell = [2.01, 1.70, 1.56, 1.43, 1.28, 1.17, 1.08, 0.99, 0.975, 0.95]
+    assert collapse._stalls(cell)[-1] >= 2  # its end is a stall by the loss alone
+    assert not collapse.is_collapsed(cell, head_row_cosine=0.01)
+    assert collapse.is_collapsed(cell, head_row_cosine=None)
+    assert collapse.is_collapsed(cell, head_row_cosine=0.9)
+
+
+def test_a_federations_verdict_comes_from_what_its_rounds_record():
+    rounds = [{"round": r + 1, "loss_over_degenerate": x, "head_row_cosine": c, "mixed_samples": False}
+              for r, (x, c) in enumerate([(1.5, 0.2), (1.0, 0.95), (0.98, 0.96), (0.97, 0.97)])]
+    verdict = collapse.rounds_verdict(rounds)
+    assert verdict["collapsed"] and verdict["head_row_cosine"] == 0.97 and verdict["stalled_rounds"] == 3
+    assert collapse.rounds_verdict([{"round": 1, "train_loss": 2.0}]) is None  # SecAgg+: no evidence on the wire

@@ -115,6 +115,21 @@ def test_a_sigterm_stops_the_compare_and_a_failed_flower_run_does_not(tmp_path, 
     assert [r["status"] for r in res["records"]] == ["failed", "failed"] and res["cells"]["failed"] == 2
 
 
+def test_cached_cells_are_judged_by_todays_collapse_detector(tmp_path):
+    """A cell's collapse verdict is re-read from the rounds its federation recorded, so a compare resumed after the
+    detector changed judges its cached cells by today's rule; without that file, the stored verdict stands."""
+    from fedface.runs import RunLayout
+
+    rounds = [{"round": r, "loss_over_degenerate": x, "head_row_cosine": 0.01, "mixed_samples": False}
+              for r, x in enumerate([2.0, 1.08, 0.99, 0.975, 0.95], 1)]
+    results = RunLayout(tmp_path / "cell" / "federation").results
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"rounds": rounds}))
+    outcome = {"federation": {"rounds": [], "collapse": {"collapsed": True}}, "cell_dir": str(tmp_path / "cell")}
+    assert compare._collapse(outcome)["collapsed"] is False  # centres spread: not the degenerate solution
+    assert compare._collapse({**outcome, "cell_dir": str(tmp_path / "gone")})["collapsed"] is True
+
+
 def test_failed_cell_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
     def flaky(cell):
         if cell["protection"] == "ppfr_fd":
