@@ -62,17 +62,16 @@ def run_train(cfg: DictConfig) -> dict:
     log.info("training %s on %d images of %d identities (%s input %s)", cfg.model.name, len(train),
              train.num_identities, protection.name, spec.shape)
 
-    def collapse_check(loss: float, history: list[float]) -> dict:
+    def collapse_check(loss: float, earlier: list[dict]) -> dict:
+        """The verdict after ``loss``, with the ``earlier`` curve points as its history."""
         mix = mixer.mix_spec() if mixer is not None else protection.mix_spec()
         degenerate = expected_degenerate_loss(train.num_identities, cfg.model.head, mix)
-        return collapse.check(loss, degenerate, head.weight, history, mixed=mix is not None)
-
-    def ratios() -> list[float]:
-        return [p["loss"] / p["degenerate_loss"] for p in results["curve"]]
+        return collapse.check(loss, degenerate, head.weight, [p["loss"] / p["degenerate_loss"] for p in earlier],
+                              mixed=mix is not None, cosine_history=[p["head_row_cosine"] for p in earlier])
 
     def on_epoch(epoch: int, loss: float) -> None:
         run.tensorboard.add_scalar("train/loss", loss, epoch)
-        verdict = collapse_check(loss, ratios())
+        verdict = collapse_check(loss, results["curve"])
         point: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "degenerate_loss": verdict["degenerate_loss"],
                                  "head_row_cosine": verdict["head_row_cosine"]}
         run.tensorboard.add_scalar("train/loss_over_degenerate", verdict["loss_ratio"] or 0.0, epoch)
@@ -94,7 +93,7 @@ def run_train(cfg: DictConfig) -> dict:
         run.close()
         raise
     t_train = time.perf_counter() - t0
-    results["collapse"] = collapse_check(stats.loss, ratios()[:-1])
+    results["collapse"] = collapse_check(stats.loss, results["curve"][:-1])
     c = results["collapse"]
     if c["collapsed"]:
         log.warning("COLLAPSED: final loss %.2f = %.2f x ArcFace's degenerate solution (%.2f), %d epochs stalled "

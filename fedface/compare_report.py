@@ -120,9 +120,9 @@ def footnotes(results: dict[str, Any], attack: str) -> list[str]:
                      "-- the server sees every client's update before it adds the noise, so this table's attacks "
                      "work as without DP; the noise protects the released model from outside observers only.")
     if any(s.get("collapsed") for s in rows):
-        notes.append("COLLAPSED: the clients' training loss stalled at the loss of ArcFace's degenerate solution for 3+ "
-                     "rounds, or the class centres point one way, as they do on that solution (fedface.train.collapse): "
-                     "that row's accuracy says nothing about what its input keeps.")
+        notes.append("COLLAPSED: the class centres point one way, as they do on ArcFace's degenerate solution -- at the "
+                     "end, or for 3+ rounds in which the clients' loss stalled at that solution's loss "
+                     "(fedface.train.collapse): that row's accuracy says nothing about what its input keeps.")
     if sum(s["protection"] != "none" for s in rows) == 1:
         notes.append("One masked row: paper 001's scores are normalised across rows, so with a single row every score "
                      "is the midpoint 0.75 and ranks nothing.")

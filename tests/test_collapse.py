@@ -126,6 +126,14 @@ def test_a_short_run_falling_past_the_degenerate_loss_with_spread_centres_is_not
     assert not collapse.is_collapsed(cell, head_row_cosine=0.01)
     assert collapse.is_collapsed(cell, head_row_cosine=None)
     assert collapse.is_collapsed(cell, head_row_cosine=0.9)
+    # seed 2 of the same cell: three slow rounds in the band, a stall by the loss alone; its centres were spread
+    # in every one of them (the rounds record the cosine), so the solution never held it
+    seed2 = [2.06, 1.71, 1.57, 1.45, 1.34, 1.21, 1.11, 1.025, 0.997, 0.97]
+    assert collapse.stalled(seed2) >= collapse.STALL_EPOCHS
+    assert not collapse.is_collapsed(seed2, 0.05, cosines=[0.02] * 9 + [0.05])
+    # held with its centres aligned, then escaping part of the way with them spreading again: still flagged
+    held = [1.5, 1.05, 1.02, 1.0, 0.98, 0.7, 0.5]
+    assert collapse.is_collapsed(held, 0.2, cosines=[0.1, 0.9, 0.95, 0.96, 0.95, 0.5, 0.2])
 
 
 def test_a_federations_verdict_comes_from_what_its_rounds_record():

@@ -78,37 +78,41 @@ def row_cosine(weight: torch.Tensor) -> float:
     return float(total / (n * (n - 1)))
 
 
-def _stalls(ratios: Sequence[float | None]) -> list[int]:
+def _stalls(ratios: Sequence[float | None], cosines: Sequence[float | None] | None = None) -> list[int]:
     """For each point, the length of the stall ending there: consecutive points within ``STALL_BAND`` of L_deg, each
-    below the one before by less than ``STALL_DROP`` (the first point of a stall needs no predecessor)."""
+    below the one before by less than ``STALL_DROP`` (the first point of a stall needs no predecessor). With the
+    class centres' cosine at each point (``cosines``), a point counts only where they point one way (or were not
+    read): on the degenerate solution they do, while a short run with a decaying learning rate can pass through
+    L_deg slowly with its centres spread (LFW compare, PPFR-FD, 10 rounds: 1.03, 1.00, 0.97 x L_deg, cosine 0.05)."""
+    cosines = list(cosines) if cosines is not None else [None] * len(ratios)
     runs, run = [], 0
-    for before, now in zip([None, *ratios], ratios):
-        on = now is not None and abs(now - 1) <= STALL_BAND
+    for before, now, cos in zip([None, *ratios], ratios, cosines):
+        on = now is not None and abs(now - 1) <= STALL_BAND and (cos is None or cos > ROW_COSINE)
         slow = before is not None and now is not None and (before - now) < STALL_DROP * before
         run = run + 1 if on and (slow or run == 0) else 0
         runs.append(run)
     return runs
 
 
-def stalled(ratios: Sequence[float | None]) -> int:
+def stalled(ratios: Sequence[float | None], cosines: Sequence[float | None] | None = None) -> int:
     """The longest stall at L_deg over the epochs (rounds): the plateau of a run held by the degenerate solution, even
     if it later escapes part of the way (the shipped PPFR-FD run: 20.19, 19.96, 19.69 ... against L_deg = 20.40,
     accuracy 70.5 %)."""
-    return max(_stalls(ratios), default=0)
+    return max(_stalls(ratios, cosines), default=0)
 
 
-def is_collapsed(ratios: Sequence[float | None], head_row_cosine: float | None, mixed: bool = False) -> bool:
-    """The rule, on the losses over L_deg epoch by epoch (round by round): a stall of ``STALL_EPOCHS`` anywhere, or
-    class centres with mean cosine above ``ROW_COSINE``. A loss still far above L_deg is a short run, not a collapse:
-    the tables show the ratio. Whether a run *ends* on the degenerate solution is the centres' to say: there every
-    embedding points away from every centre, so every centre points the same way. Only when the head cannot be read
-    does a loss that ends on the plateau (its last two points a stall; a single point: within the band) flag the run
-    -- a short federated run whose loss is still falling past L_deg with its centres spread (LFW, 10 rounds, PPFR-FD:
-    0.99, 0.97, 0.94 x L_deg, mean cosine 0.01, 76.8 %) is not stuck. ``mixed`` (MixUp, InstaHide): the centres
-    alone decide -- a k-mix's L_deg can sit where a healthy blend-reader's loss does (ORL, C=30, k=4: L_deg 5.8, a
-    run at 82.8 % ends at 1.09 x), while the collapse MixUp does show is the centres aligning (LFW, k=2: mean cosine
-    0.92)."""
-    runs = [] if mixed else _stalls(ratios)
+def is_collapsed(ratios: Sequence[float | None], head_row_cosine: float | None, mixed: bool = False,
+                 cosines: Sequence[float | None] | None = None) -> bool:
+    """The rule, on the losses over L_deg epoch by epoch (round by round) and the class centres' mean cosine at each
+    (``cosines``, when read): a stall of ``STALL_EPOCHS`` anywhere, or centres with mean cosine above ``ROW_COSINE``
+    at the end. A loss still far above L_deg is a short run, not a collapse: the tables show the ratio. Whether a run
+    *ends* on the degenerate solution is the centres' to say: there every embedding points away from every centre, so
+    every centre points the same way. Only when the head cannot be read does a loss that ends on the plateau (its
+    last two points a stall; a single point: within the band) flag the run. ``mixed`` (MixUp, InstaHide): the
+    centres alone decide -- a k-mix's L_deg can sit where a healthy blend-reader's loss does (ORL, C=30, k=4: L_deg
+    5.8, a run at 82.8 % ends at 1.09 x), while the collapse MixUp does show is the centres aligning (LFW, k=2: mean
+    cosine 0.92)."""
+    runs = [] if mixed else _stalls(ratios, cosines)
     ends_stuck = head_row_cosine is None and bool(runs) and (runs[-1] >= 2 or (len(runs) == 1 and runs[-1] == 1))
     return bool(max(runs, default=0) >= STALL_EPOCHS or ends_stuck
                 or (head_row_cosine is not None and head_row_cosine > ROW_COSINE))
@@ -121,22 +125,26 @@ def rounds_verdict(rounds: Sequence[Mapping]) -> dict[str, float | bool | None] 
     if last is None:
         return None
     ratios = [r.get("loss_over_degenerate") for r in rounds]
-    return {"collapsed": is_collapsed(ratios, last["head_row_cosine"], last["mixed_samples"]),
+    cosines = [r.get("head_row_cosine") for r in rounds]
+    return {"collapsed": is_collapsed(ratios, last["head_row_cosine"], last["mixed_samples"], cosines),
             "loss_over_degenerate": last["loss_over_degenerate"], "head_row_cosine": last["head_row_cosine"],
-            "stalled_rounds": stalled(ratios)}
+            "stalled_rounds": stalled(ratios, cosines)}
 
 
 def check(loss: float, degenerate: float, head_weight: torch.Tensor | None,
-          history: Sequence[float | None] = (), mixed: bool = False) -> dict[str, float | bool | None]:
-    """The verdict for a run whose last loss is ``loss`` after ``history`` (the earlier losses over L_deg).
+          history: Sequence[float | None] = (), mixed: bool = False,
+          cosine_history: Sequence[float | None] | None = None) -> dict[str, float | bool | None]:
+    """The verdict for a run whose last loss is ``loss`` after ``history`` (the earlier losses over L_deg) and
+    ``cosine_history`` (the centres' mean cosine at those points; None: not read).
 
     A NaN loss is not a verdict on collapse (``NonFiniteLossError`` reports it); it leaves ``collapsed`` False.
     """
     cosine = None if head_weight is None else row_cosine(head_weight)
     ratio = loss / degenerate if degenerate > 0 and math.isfinite(loss) else None
     ratios = [*history, ratio]
-    return {"collapsed": is_collapsed(ratios, cosine, mixed), "loss": loss, "degenerate_loss": degenerate,
-            "loss_ratio": ratio, "head_row_cosine": cosine, "stalled_epochs": stalled(ratios)}
+    cosines = None if cosine_history is None else [*cosine_history, cosine]
+    return {"collapsed": is_collapsed(ratios, cosine, mixed, cosines), "loss": loss, "degenerate_loss": degenerate,
+            "loss_ratio": ratio, "head_row_cosine": cosine, "stalled_epochs": stalled(ratios, cosines)}
 
 
 def expected_degenerate_loss(num_classes: int, head_cfg: Mapping, mix: Mapping | None = None) -> float:
