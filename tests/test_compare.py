@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedface import compare
+from fedface import compare, compare_records
 from fedface.cli import main
 from fedface import compare_report
 from fedface.report.schema import RESULTS, describe, validate
@@ -126,8 +126,8 @@ def test_cached_cells_are_judged_by_todays_collapse_detector(tmp_path):
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps({"rounds": rounds}))
     outcome = {"federation": {"rounds": [], "collapse": {"collapsed": True}}, "cell_dir": str(tmp_path / "cell")}
-    assert compare._collapse(outcome)["collapsed"] is False  # centres spread: not the degenerate solution
-    assert compare._collapse({**outcome, "cell_dir": str(tmp_path / "gone")})["collapsed"] is True
+    assert compare_records._collapse(outcome)["collapsed"] is False  # centres spread: not the degenerate solution
+    assert compare_records._collapse({**outcome, "cell_dir": str(tmp_path / "gone")})["collapsed"] is True
 
 
 def test_failed_cell_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
@@ -199,10 +199,10 @@ def test_schema_rejects_a_bad_record_and_is_documented():
 
 
 def test_mean_ci_uses_student_t():
-    s = compare.mean_ci([0.5, 0.6, 0.7])
+    s = compare_records.mean_ci([0.5, 0.6, 0.7])
     t = 4.30265  # Student's t, 0.975 quantile, 2 degrees of freedom
     assert s["n"] == 3 and abs(s["mean"] - 0.6) < 1e-12 and abs(s["ci95"] - t * 0.1 / 3 ** 0.5) < 1e-5
-    assert compare.mean_ci([0.4])["ci95"] is None and compare.mean_ci([None]) is None
+    assert compare_records.mean_ci([0.4])["ci95"] is None and compare_records.mean_ci([None]) is None
 
 
 def test_a_row_the_attack_could_not_measure_is_unscored_not_erasing_the_others():
@@ -216,7 +216,7 @@ def test_a_row_the_attack_could_not_measure_is_unscored_not_erasing_the_others()
 
     records = [record("none", 0.5, 0.9), record("ppfr_fd", 0.1, 0.6), record("peep", 0.3, 0.7),
                record("secagg", None, 0.85)]
-    rows = {r["protection"]: r for r in compare.summarise(records, [r["protection"] for r in records],
+    rows = {r["protection"]: r for r in compare_records.summarise(records, [r["protection"] for r in records],
                                                            ["gradient"])}
     assert rows["secagg"]["scores"] is None and rows["none"]["scores"] is None
     assert rows["ppfr_fd"]["scores"]["privacy_score"] > rows["peep"]["scores"]["privacy_score"]

@@ -203,7 +203,7 @@ def test_compare_grid_runs_dp_sgd_at_three_noise_levels_on_one_group_norm_backbo
 
 
 def test_compare_records_and_tables_carry_the_dp_epsilon():
-    from fedface import compare
+    from fedface import compare_records
     from fedface.compare_report import row_name
     from fedface.report.schema import RECORD, SUMMARY, validate
 
@@ -213,12 +213,12 @@ def test_compare_records_and_tables_carry_the_dp_epsilon():
 
     rounds = [{"round": 1, "accuracy": 0.6, "epsilon_max": 3.5, "delta": 1e-5, "attacks": []},
               {"round": 2, "accuracy": 0.7, "epsilon_max": 5.25, "delta": 1e-5, "attacks": []}]
-    dp_rec, = compare.records_of(outcome("dp_sgd", rounds))
-    plain, = compare.records_of(outcome("none", [{"round": 1, "accuracy": 0.8, "attacks": []}]))
+    dp_rec, = compare_records.records_of(outcome("dp_sgd", rounds))
+    plain, = compare_records.records_of(outcome("none", [{"round": 1, "accuracy": 0.8, "attacks": []}]))
     validate(dp_rec, RECORD, "record")
     assert dp_rec["privacy"]["epsilon"] == 5.25 and dp_rec["privacy"]["delta"] == 1e-5  # the LAST round's, composed
     assert "epsilon" not in plain["privacy"]
-    rows = compare.summarise([plain, dp_rec], ["none", "dp_sgd"], ["gradient"])
+    rows = compare_records.summarise([plain, dp_rec], ["none", "dp_sgd"], ["gradient"])
     for r in rows:
         validate(r, SUMMARY, "row")
     assert [row_name(r) for r in rows] == ["none", "dp_sgd (ε = 5.25, δ = 1e-05)"]

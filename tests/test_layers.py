@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Flower client", ("clients",)),
     ("Flower server", ("strategies",)),
     ("commands", ("fedface.centralized", "fedface.invert", "fedface.reconstruct", "fedface.compare",
-                  "fedface.compare_report", "fedface.summarize", "fedface.deploy", "fedface.cli")),
+                  "fedface.compare_records", "fedface.compare_report", "fedface.summarize", "fedface.deploy", "fedface.cli")),
 )
 #: the only units that may import Flower
 FLWR_UNITS = {"clients", "strategies", "fedface.deploy"}
