@@ -134,142 +134,189 @@ def _decoder_for(tcfg: DictConfig, attacker, aux: torch.Tensor, acfg: DictConfig
 
 
 def run_invert(cfg: DictConfig) -> dict[str, Any]:
+    """``fedface invert``: the floor and ceiling rows, then each attack family the target's weights allow -- class
+    centres (``head=shared``), backbone only (BN statistics, the aux faces' embeddings), and the inversions recorded
+    inside a federation -- each scored by identity (``_Inversions``)."""
     acfg = cfg.attack
     check_attack_cfg(acfg)
-    seed = int(cfg.seed)
     start(cfg)
-    icfg = InversionConfig.from_cfg(to_container(acfg.inversion))
     view = load_server_view(acfg.target)
-    tcfg, backbone = view["cfg"], view["backbone"]
-    before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    run = RunDir(cfg.run.dir, cfg)
-    data, table, gallery, labels, aux, n_classes = _identity_data(tcfg, seed)
-    key, key_note = clients_key(tcfg.protect, view["kind"])
-    protection = build_protection(to_container(tcfg.protect), key) if key or not needs_key(tcfg.protect) else None
-    if protection is not None:
-        protection.fit(gallery.unsqueeze(1).float())
-    shape = input_spec(to_container(tcfg.protect)).shape
-    k = min(int(acfg.identities), n_classes)
-    ids = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n_classes, k, replace=False)))
-    label = _label(tcfg)
-    scorer = IdentityJudge(gallery, labels, key_note if protection is None else (backbone, protection), seed,
-                           None if acfg.cache in (None, "") else Path(acfg.cache))
-    results: dict[str, Any] = {"command": "invert", "status": "running", "target": str(acfg.target),
-                               "weights": view["weights"], "run_kind": view["kind"], "head": view["head"],
-                               "protection": label, "identities": ids.tolist(), "classes": n_classes,
-                               "aux": len(aux), "inversion": icfg.to_json(), "malicious_weights": False,
-                               "seed": seed, "machine": machine_info(), "rows": []}
-    if key_note:
-        results["key"] = key_note
-    rows = results["rows"]
-    first = torch.stack([gallery[labels == c][0] for c in ids.tolist()])  # one real image per attacked identity
-    grid: dict[str, torch.Tensor] = {"real (one of the identity's)": first[:, None].float() / 255}
-    arrays: dict[str, torch.Tensor] = {}
+    before = {k: v.clone() for k, v in view["backbone"].state_dict().items()}
+    inv = _Inversions(cfg, view)
+    inv.floor_and_ceiling()
+    inv.class_centres()
+    if acfg.backbone_only:
+        inv.backbone_only()
+    if inv.view["kind"] == "federation":
+        inv.in_federation()
+    after = inv.backbone.state_dict()
+    inv.results["model_unchanged"] = all(torch.equal(before[n], after[n]) for n in before)
+    atomic_save_tensors(inv.run.path / "inversions.safetensors", inv.arrays)
+    save_grid(inv.run.path / "grids" / f"{inv.label}-{inv.view['head'].split()[0]}.png", inv.grid,
+              title=f"{inv.tcfg.data.name} {inv.label} head={inv.view['head']}: real | floor | ceiling | inversions")
+    validate(inv.results, INVERT)  # the documented shape (docs/results-schema.md), or one error naming the key
+    inv.run.finish(inv.results)
+    return inv.results
 
-    def add(attack: str, threat: str, pics: torch.Tensor | None, extra: dict[str, Any], truth=ids,
-            board: dict[str, torch.Tensor] = grid) -> None:
-        row = {"protection": label, "head": view["head"], "attack": attack, "threat": threat, **extra}
+
+class _Inversions:
+    """One ``fedface invert`` run: the attacked identities, the attacker's tools (face prior, its copies of the
+    protection, the decoder), and what it writes (rows scored by identity, the picture grid, the raw arrays)."""
+
+    def __init__(self, cfg: DictConfig, view: dict[str, Any]):
+        self.cfg, self.acfg, self.view = cfg, cfg.attack, view
+        self.seed = seed = int(cfg.seed)
+        self.icfg = InversionConfig.from_cfg(to_container(self.acfg.inversion))
+        self.tcfg, self.backbone = tcfg, backbone = view["cfg"], view["backbone"]
+        self.run = RunDir(cfg.run.dir, cfg)
+        _, _, self.gallery, self.labels, self.aux, n_classes = _identity_data(tcfg, seed)
+        self.key, self.key_note = clients_key(tcfg.protect, view["kind"])
+        self.protection = (build_protection(to_container(tcfg.protect), self.key)
+                           if self.key or not needs_key(tcfg.protect) else None)
+        if self.protection is not None:
+            self.protection.fit(self.gallery.unsqueeze(1).float())
+        self.shape = input_spec(to_container(tcfg.protect)).shape
+        self.k = k = min(int(self.acfg.identities), n_classes)
+        self.ids = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(n_classes, k, replace=False)))
+        self.label = _label(tcfg)
+        cache = None if self.acfg.cache in (None, "") else Path(self.acfg.cache)
+        self.scorer = IdentityJudge(self.gallery, self.labels,
+                                    self.key_note if self.protection is None else (backbone, self.protection),
+                                    seed, cache)
+        self.results: dict[str, Any] = {
+            "command": "invert", "status": "running", "target": str(self.acfg.target), "weights": view["weights"],
+            "run_kind": view["kind"], "head": view["head"], "protection": self.label, "identities": self.ids.tolist(),
+            "classes": n_classes, "aux": len(self.aux), "inversion": self.icfg.to_json(), "malicious_weights": False,
+            "seed": seed, "machine": machine_info(), "rows": []}
+        if self.key_note:
+            self.results["key"] = self.key_note
+        self.rows = self.results["rows"]
+        # one real image per attacked identity
+        self.first = torch.stack([self.gallery[self.labels == c][0] for c in self.ids.tolist()])
+        self.grid: dict[str, torch.Tensor] = {"real (one of the identity's)": self.first[:, None].float() / 255}
+        self.arrays: dict[str, torch.Tensor] = {}
+        self.prior, prior_facts = face_prior(self.icfg, self.aux, seed, cache, bool(cfg.run.progress))
+        if prior_facts:
+            self.results["prior"] = prior_facts
+        self.pixels = self.shape[0] == 1 and self.shape[1] >= 32
+        self._decoder: dict[str, Any] = {}
+        self._fitted: dict[str, Any] = {}  # threat -> the attacker's fitted copy of the protection
+
+    def add(self, attack: str, threat: str, pics: torch.Tensor | None, extra: dict[str, Any], truth=None,
+            board: dict[str, torch.Tensor] | None = None) -> None:
+        """One row (scored by identity when it has pictures), its pictures on ``board``; results written at once."""
+        truth = self.ids if truth is None else truth
+        board = self.grid if board is None else board
+        row = {"protection": self.label, "head": self.view["head"], "attack": attack, "threat": threat, **extra}
         if pics is not None:
-            row["identity"] = scorer.score(pics, truth)
+            row["identity"] = self.scorer.score(pics, truth)
             board[f"{attack} ({threat})"] = pics / 255
-            arrays[f"{attack}-{threat}"] = pics
-        rows.append(row)
-        log.info("%s %s (%s): %s", label, attack, threat, row.get("identity", row.get("skipped")))
-        run.write_results(results)
+            self.arrays[f"{attack}-{threat}"] = pics
+        self.rows.append(row)
+        log.info("%s %s (%s): %s", self.label, attack, threat, row.get("identity", row.get("skipped")))
+        self.run.write_results(self.results)
 
-    mean_face = aux.float().mean(0)[None, None].expand(k, 1, -1, -1)
-    add("mean face (floor)", "-", mean_face, {})
-    add("real image (ceiling)", "-", first[:, None].float(), {"note": "one training image per identity, itself "
-                                                                      "enrolled"})
-    prior, prior_facts = face_prior(icfg, aux, seed, None if acfg.cache in (None, "") else Path(acfg.cache),
-                                    bool(cfg.run.progress))
-    if prior_facts:
-        results["prior"] = prior_facts
-    pixels = shape[0] == 1 and shape[1] >= 32
-    decoder_box: dict[str, Any] = {}
-    fitted: dict[str, Any] = {}  # threat -> the attacker's fitted copy of the protection
+    def floor_and_ceiling(self) -> None:
+        mean_face = self.aux.float().mean(0)[None, None].expand(self.k, 1, -1, -1)
+        self.add("mean face (floor)", "-", mean_face, {})
+        self.add("real image (ceiling)", "-", self.first[:, None].float(),
+                 {"note": "one training image per identity, itself enrolled"})
 
-    def attacker_copy(threat: str):
+    def attacker_copy(self, threat: str):
         """Fitted once per threat: fitting can be costly (AdvFace trains its shadow decoder)."""
-        if threat not in fitted:
-            fitted[threat] = learned.attacker_protection(to_container(tcfg.protect), aux, seed,
-                                                          key if threat == "knows_key" else None)
-        return fitted[threat]
+        if threat not in self._fitted:
+            self._fitted[threat] = learned.attacker_protection(to_container(self.tcfg.protect), self.aux, self.seed,
+                                                                self.key if threat == "knows_key" else None)
+        return self._fitted[threat]
 
-    def variants() -> list[tuple[str, str, Any, Any]]:
+    def _knows_key(self) -> bool:
+        return any(t.get("knows_key") for t in self.acfg.threats)
+
+    def variants(self) -> list[tuple[str, str, Any, Any]]:
         """(name, threat, through, prior) of each way the attacker optimises: the model_input itself (pixels with
         the face prior for `none`; the standardised masked tensor otherwise), and for a keyed frequency protection
         pictures (face prior) through its own copy of the protection -- its own key, and the clients' key."""
-        if pixels:
-            return [("", "server", None, prior)]
+        if self.pixels:
+            return [("", "server", None, self.prior)]
         out = [(" (masked space)", "server", None, None)]
         for tname in ("server", "knows_key"):
-            if tname == "knows_key" and (key is None or not any(t.get("knows_key") for t in acfg.threats)):
+            if tname == "knows_key" and (self.key is None or not self._knows_key()):
                 continue
             out.append((" (pictures through the protection)", tname,
-                        lambda x, g, p=attacker_copy(tname): p((x + 1) * 127.5, generator=g), prior))
+                        lambda x, g, p=self.attacker_copy(tname): p((x + 1) * 127.5, generator=g), self.prior))
         return out
 
-    def pictures_of(name: str, threat: str, inv: dict[str, Any], through, facts: dict[str, Any],
-                    truth: torch.Tensor, board: dict[str, torch.Tensor] = grid) -> None:
+    def pictures_of(self, name: str, threat: str, inv: dict[str, Any], through, facts: dict[str, Any],
+                    truth: torch.Tensor, board: dict[str, torch.Tensor] | None = None) -> None:
         """Score one inversion: pictures directly, or a masked-space result via decoder / white-box."""
-        if through is not None or pixels:
-            add(name, threat, (inv["inputs"] + 1) * 127.5, facts, truth, board)
+        if through is not None or self.pixels:
+            self.add(name, threat, (inv["inputs"] + 1) * 127.5, facts, truth, board)
             return
         x = inv["inputs"]
-        arrays[f"{name}-model_input"] = x
-        add(name, threat, None, {**facts, "note": "the optimised model_input (pictures: decoder / white-box rows)"})
-        if acfg.decoder is not None:
-            if "net" not in decoder_box:
-                decoder_box["net"], decoder_box["facts"] = _decoder_for(tcfg, attacker_copy("server"), aux, acfg,
-                                                                        seed, bool(cfg.run.progress))
-            add(f"{name} + decoder", "server", pictures(reconstruct(decoder_box["net"], x)),
-                {"decoder": decoder_box["facts"]}, truth, board)
-        if key is not None and any(t.get("knows_key") for t in acfg.threats):
-            images, note = to_image(protection, x, aux.unsqueeze(1).float(), getattr(protection, "permutation", None))
-            add(f"{name} + white-box", "knows_key", images, {"note": note}, truth, board)
-        elif key is None:
-            rows.append({"protection": label, "head": view["head"], "attack": f"{name} + white-box",
-                         "threat": "knows_key", "skipped": key_note})
+        self.arrays[f"{name}-model_input"] = x
+        self.add(name, threat, None,
+                 {**facts, "note": "the optimised model_input (pictures: decoder / white-box rows)"})
+        if self.acfg.decoder is not None:
+            if "net" not in self._decoder:
+                self._decoder["net"], self._decoder["facts"] = _decoder_for(
+                    self.tcfg, self.attacker_copy("server"), self.aux, self.acfg, self.seed,
+                    bool(self.cfg.run.progress))
+            self.add(f"{name} + decoder", "server", pictures(reconstruct(self._decoder["net"], x)),
+                     {"decoder": self._decoder["facts"]}, truth, board)
+        if self.key is not None and self._knows_key():
+            images, note = to_image(self.protection, x, self.aux.unsqueeze(1).float(),
+                                    getattr(self.protection, "permutation", None))
+            self.add(f"{name} + white-box", "knows_key", images, {"note": note}, truth, board)
+        elif self.key is None:
+            self.rows.append({"protection": self.label, "head": self.view["head"], "attack": f"{name} + white-box",
+                              "threat": "knows_key", "skipped": self.key_note})
 
-    if view["centres"] is not None:
-        centres = view["centres"][ids]
-        for suffix, threat, through, pri in variants():
-            inv = invert_centres(backbone, centres, shape, icfg, prior=pri, through=through)
+    def class_centres(self) -> None:
+        """Each attacked identity's class centre inverted (head=shared: the centres reach the server)."""
+        if self.view["centres"] is None:
+            self.rows.append({"protection": self.label, "head": self.view["head"], "attack": "class-centre",
+                              "threat": "server", "skipped": "head=local: no class centre leaves the clients"})
+            return
+        centres = self.view["centres"][self.ids]
+        for suffix, threat, through, pri in self.variants():
+            inv = invert_centres(self.backbone, centres, self.shape, self.icfg, prior=pri, through=through)
             with torch.no_grad():
-                scores = head_scores(view["centres"], backbone(inv["model_inputs"]))
+                scores = head_scores(self.view["centres"], self.backbone(inv["model_inputs"]))
             facts = {"centre_cos": [round(float(c), 4) for c in inv["cos"]],
                      "centre_cos_mean": float(inv["cos"].mean()),
-                     "head_top1": float((scores.argmax(1) == ids).double().mean()), "curve": inv["curve"],
+                     "head_top1": float((scores.argmax(1) == self.ids).double().mean()), "curve": inv["curve"],
                      "steps": inv["steps"], "seconds": round(inv["seconds"], 1), "stopped": inv["stopped"],
-                     "bn_layers": inv["bn_layers"], "prior": icfg.prior if pri is not None else "free"}
-            pictures_of("class-centre" + suffix, threat, inv, through, facts, ids)
-    else:
-        rows.append({"protection": label, "head": view["head"], "attack": "class-centre", "threat": "server",
-                     "skipped": "head=local: no class centre leaves the clients"})
-    if acfg.backbone_only:
+                     "bn_layers": inv["bn_layers"], "prior": self.icfg.prior if pri is not None else "free"}
+            self.pictures_of("class-centre" + suffix, threat, inv, through, facts, self.ids)
+
+    def backbone_only(self) -> None:
+        """The backbone alone: its BN statistics, and the attacker's own aux faces' embeddings, inverted."""
+        k, seed, aux = self.k, self.seed, self.aux
         aux_pick = aux[torch.as_tensor(np.random.default_rng(seed + 1).choice(len(aux), k, replace=False))]
-        picture_variants = [v for v in variants() if v[2] is not None or pixels][:1]  # server threat, pictures
+        picture_variants = [v for v in self.variants() if v[2] is not None or self.pixels][:1]  # server, pictures
         for suffix, threat, through, pri in picture_variants:
-            stats = invert_statistics(backbone, k, shape, icfg, prior=pri, through=through)
-            pictures_of("BN statistics only" + suffix, threat, stats,
-                        through, {"steps": stats["steps"], "seconds": round(stats["seconds"], 1),
-                                  "note": "no target: picture i is scored as a guess for attacked identity i"}, ids)
+            stats = invert_statistics(self.backbone, k, self.shape, self.icfg, prior=pri, through=through)
+            self.pictures_of("BN statistics only" + suffix, threat, stats, through,
+                             {"steps": stats["steps"], "seconds": round(stats["seconds"], 1),
+                              "note": "no target: picture i is scored as a guess for attacked identity i"}, self.ids)
             with torch.no_grad():
-                aux_emb = backbone(_through(attacker_copy(threat), aux_pick, seed))
-            emb_inv = invert_embeddings(backbone, aux_emb, shape, icfg, prior=pri, through=through)
+                aux_emb = self.backbone(_through(self.attacker_copy(threat), aux_pick, seed))
+            emb_inv = invert_embeddings(self.backbone, aux_emb, self.shape, self.icfg, prior=pri, through=through)
             facts = {"centre_cos_mean": float(emb_inv["cos"].mean()),
                      "note": "inverts the attacker's own aux faces' embeddings (backbone invertibility); scored as "
                              "guesses for the attacked identities"}
-            if scorer.independent.available() and (through is not None or pixels):
-                e1 = scorer.independent.embed((emb_inv["inputs"] + 1) * 127.5)
-                e2 = scorer.independent.embed(aux_pick[:, None].float())
+            if self.scorer.independent.available() and (through is not None or self.pixels):
+                e1 = self.scorer.independent.embed((emb_inv["inputs"] + 1) * 127.5)
+                e2 = self.scorer.independent.embed(aux_pick[:, None].float())
                 facts.update(dlib_cos_to_aux_face=float(F.cosine_similarity(e1, e2, dim=1).mean()),
                              dlib_same_person_as_aux_face=float(((e1 - e2).norm(dim=1) <
                                                                  SAME_PERSON_DISTANCE).double().mean()))
-            pictures_of("aux-embedding inversion" + suffix, threat, emb_inv, through, facts, ids)
-    if view["kind"] == "federation":
-        for rnd, rec in recorded_inversions(acfg.target).items():
+            self.pictures_of("aux-embedding inversion" + suffix, threat, emb_inv, through, facts, self.ids)
+
+    def in_federation(self) -> None:
+        """The inversions the malicious server made inside the federation (attack=inversion), scored here."""
+        gallery, labels = self.gallery, self.labels
+        for rnd, rec in recorded_inversions(self.acfg.target).items():
             truth = rec["rows"].long()  # a shared head's row c is training identity c
             board = {"real (the row's identity)": torch.stack([gallery[labels == c][0] for c in truth.tolist()])
                      [:, None].float() / 255}
@@ -279,19 +326,11 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                      "row_precision": float(np.mean(precision)) if precision else None,
                      "note": "inverted inside the federation from each attacked reply's most-moved head rows and "
                              "its own backbone (attack=inversion); scored against the final model"}
-            pictures_of(f"in-federation replies, round {rnd}", "server", {"inputs": rec["model_input"]}, None,
-                        facts, truth, board)
-            save_grid(run.path / "grids" / f"{label}-in-federation-round-{rnd}.png", board,
-                      title=f"{tcfg.data.name} {label}: each attacked client's head rows, round {rnd}",
+            self.pictures_of(f"in-federation replies, round {rnd}", "server", {"inputs": rec["model_input"]}, None,
+                             facts, truth, board)
+            save_grid(self.run.path / "grids" / f"{self.label}-in-federation-round-{rnd}.png", board,
+                      title=f"{self.tcfg.data.name} {self.label}: each attacked client's head rows, round {rnd}",
                       max_cols=len(truth))
-    after = backbone.state_dict()
-    results["model_unchanged"] = all(torch.equal(before[n], after[n]) for n in before)
-    atomic_save_tensors(run.path / "inversions.safetensors", arrays)
-    save_grid(run.path / "grids" / f"{label}-{view['head'].split()[0]}.png", grid,
-              title=f"{tcfg.data.name} {label} head={view['head']}: real | floor | ceiling | inversions")
-    validate(results, INVERT)  # the documented shape (docs/results-schema.md), or one error naming the key
-    run.finish(results)
-    return results
 
 
 def face_prior(icfg: InversionConfig, aux: torch.Tensor, seed: int, cache: Path | None, progress: bool):
