@@ -266,8 +266,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     try:
         fed, rec, *inv = _execute(cell)
         outcome.update(status="done", federation=fed, reconstruct=rec, invert=inv[0] if inv else None)
-    except BaseException as err:  # noqa: BLE001 -- a failed cell is recorded, the others go on (Flower may end a
-        # failed run with sys.exit)
+    except BaseException as err:  # noqa: BLE001 -- Flower ends some failed runs with sys.exit: a failed cell too
         if stopped_from_outside(err):
             raise
         log.error("cell %s seed %d failed: %s", cell["protection"], cell["seed"], err)
@@ -341,8 +340,6 @@ def _brief_invert(inv: dict[str, Any] | None) -> dict[str, Any] | None:
             "status": inv.get("status")}
 
 
-#: which `fedface invert` row a compare record reports (server threat, scored pictures), in this order of preference:
-#: class-centre inversion when the server holds the centres (head=shared), else backbone-only BN-statistics inversion
 # ---------------------------------------------------------------------------------------------------- compare
 def run_compare(overrides: list[str]) -> dict[str, Any]:
     """The whole compare: plan (all checks first), run the missing cells, write the results folder."""

@@ -11,6 +11,8 @@ from typing import Any
 from fedface.report.schema import ACCURACY, TAR_1E2, TAR_1E3, UTILITY_METRICS
 
 
+#: which `fedface invert` row a compare record reports (server threat, scored pictures), in this order of preference:
+#: class-centre inversion when the server holds the centres (head=shared), else backbone-only BN-statistics inversion
 INVERSION_ROWS = ("class-centre", "class-centre (pictures through the protection)",
                   "class-centre (masked space) + decoder", "BN statistics only",
                   "BN statistics only (pictures through the protection)", "BN statistics only (masked space) + decoder")

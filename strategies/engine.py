@@ -34,13 +34,13 @@ _FLOWER_FEED = vce_api.add_messages_to_queue
 def feed(state, queue: Queue, nodes_mapping: Mapping[int, int], f_stop: threading.Event) -> None:
     """``add_messages_to_queue`` at the cost of the messages waiting, not of every node times every message."""
     if not isinstance(state, InMemoryLinkState):
-        return _FLOWER_FEED(state, queue, nodes_mapping, f_stop)
+        _FLOWER_FEED(state, queue, nodes_mapping, f_stop)
+        return
     while not f_stop.is_set():
         for node_id in waiting_nodes(state, nodes_mapping):
             for message in state.get_message_ins(node_id=node_id, limit=1):
                 queue.put(message)
         f_stop.wait(FEED_SECONDS)
-    return None
 
 
 def waiting_nodes(state: InMemoryLinkState, nodes: Mapping[int, int]) -> list[int]:

@@ -132,9 +132,13 @@ def _synthetic(kwargs: dict) -> FaceDataset:
     source = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
     key = hashlib.sha256(f"synthetic|{sorted(kwargs.items())}|{source}".encode()).hexdigest()[:24]
     if key not in _MEMORY:
-        stored = []
-        data = synthetic_faces(**kwargs, store=lambda render, count: stored.append(_shared_faces(
-            f"synthetic-{key}", count, render)) or stored[0])
+        stored: list[np.ndarray] = []
+
+        def store(render: Callable[[], np.ndarray], count: int) -> np.ndarray:
+            stored.append(_shared_faces(f"synthetic-{key}", count, render))
+            return stored[0]
+
+        data = synthetic_faces(**kwargs, store=store)
         _MEMORY[key] = dataclasses.replace(data, file=face_file(stored[0]))
     return _MEMORY[key]
 
