@@ -105,6 +105,14 @@ def federation_table(runs: list[tuple[str, dict]]) -> str:
                            "s/round", "accuracy per round (%)"], rows)
 
 
+def _ceiling(ceiling: dict) -> str:
+    """The attack's identity ceilings (``scoring.identity_ceilings``): dlib top-1 / SRRA of the true faces; of the
+    prior's best fit."""
+    parts = [f"{num(c.get('top1'), '.2f')} / {num(c.get('srra'), '.2f')}"
+             for c in (ceiling.get("truth"), ceiling.get("prior_fit")) if c]
+    return "; ".join(parts) or "-"
+
+
 def attack_table(runs: list[tuple[str, dict]]) -> str:
     """The attacks a federation run recorded (``rounds[].attacks``), one row per attack."""
     def cell(scores: dict, key: str) -> str:
@@ -117,19 +125,20 @@ def attack_table(runs: list[tuple[str, dict]]) -> str:
             for a in rnd.get("attacks", []):
                 head = [name, rnd["round"], a.get("attack", "gradient"), a.get("threat", "-")]
                 if "skipped" in a:
-                    rows.append(head + [f"skipped: {a['skipped'][:70]}"] + [""] * 10)
+                    rows.append(head + [f"skipped: {a['skipped'][:70]}"] + [""] * 11)
                     continue
                 s = a.get("scores", {})
-                lab, idn = s.get("labels"), s.get("identity") or {}
+                lab, idn, top = s.get("labels"), s.get("identity") or {}, s.get("ceiling") or {}
                 rows.append(head + [a.get("prior", "free"), cell(s, "masked"), cell(s, "floor_masked"),
                                     cell(s, "unmixed"), cell(s, "image"), cell(s, "floor_image"),
                                     f"{num(idn.get('cos'), '.2f')} / {num(idn.get('top1'), '.2f')}",
-                                    num(idn.get("srra"), ".2f"),
+                                    num(idn.get("srra"), ".2f"), _ceiling(top),
                                     "-" if lab is None else f"{lab['precision']:.2f} / {lab['recall']:.2f}",
                                     a.get("iterations", "-"), num(a.get("seconds"), ".0f"),
                                     "time-bounded" if a.get("stopped") == "max_seconds" else ""])
     return markdown_table(["run", "round", "attack", "threat", "prior", "masked PSNR/SSIM", "masked floor",
-                           "un-mixed", "image PSNR/SSIM", "image floor", "dlib COS / top-1", "SRRA", "labels P/R",
+                           "un-mixed", "image PSNR/SSIM", "image floor", "dlib COS / top-1", "SRRA",
+                           "ceiling top-1 / SRRA: faces; prior fit", "labels P/R",
                            "it", "s", "note"], rows)
 
 

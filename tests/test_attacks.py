@@ -163,6 +163,11 @@ def test_attacks_are_recorded_and_never_alter_the_aggregated_model(tmp_path, mon
     assert identity["pairing"] == "the attack's own labels"
     assert "top1" in identity or "cos_unavailable" in identity
     assert "srra" in identity or "srra_unavailable" in identity
+    # the same judge on the attacked faces themselves: what a perfect reconstruction would score (no PCA prior here)
+    ceiling = attacks[0]["scores"]["ceiling"]
+    assert set(ceiling) == {"truth"} and set(ceiling["truth"]) == set(identity) - {"pairing"}
+    if "cos" in identity:  # the true faces are in the gallery: closer to their person than 5 iterations' noise
+        assert ceiling["truth"]["cos"] > identity["cos"]
     folder = tmp_path / "malicious" / "attacks" / "round-1" / f"node-{attacks[0]['node']}"
     assert {p.name for p in folder.iterdir()} == {f"{t}.{e}" for t in ("server", "knows_key")
                                                   for e in ("json", "png", "safetensors")}  # no temp files left
@@ -262,6 +267,22 @@ def test_ggl_recovers_a_face_its_prior_has_seen():
     psnr = 10 * torch.log10(255.0 ** 2 / (rec.pictures - (face + 1) * 127.5).square().mean())
     assert psnr >= 20, f"PSNR {psnr:.1f} dB"
     assert torch.allclose(rec.x, prior.decode(rec.latent))  # the model input is the generated face itself
+
+
+def test_the_pca_priors_fit_is_the_best_picture_it_can_draw():
+    """``FacePrior.fit``: a face the prior can draw comes back exactly; any other face is fitted at least as well as
+    by the mean face (the identity ceiling of GGL with this prior, ``scoring.identity_ceilings``)."""
+    from fedface.attacks.inversion import FacePrior
+    from fedface.data.synthetic import synthetic_faces
+
+    aux = synthetic_faces(num_identities=16, images_per_identity=4, seed=3).images
+    prior = FacePrior(aux, components=16, seed=0)
+    z = 0.1 * torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(prior.fit(prior.decode(z)), z, atol=1e-4)
+    other = synthetic_faces(num_identities=4, images_per_identity=2, seed=9).images[:, None].float() / 127.5 - 1
+    fitted = prior.decode(prior.fit(other))
+    mean = prior.decode(torch.zeros(len(other), 16))
+    assert (fitted - other).square().mean() < (mean - other).square().mean()
 
 
 def test_a_gan_prior_that_was_never_trained_is_one_line_naming_the_cache(tmp_path):

@@ -60,3 +60,15 @@ def test_bad_runs_are_one_line_naming_the_file(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"odd: results.json of an unknown command \['paint'\]"):
         summarize([odd])
     assert main(["summarize"]) == 2 and "usage: fedface summarize" in capsys.readouterr().out
+
+
+def test_the_attack_table_shows_each_attacks_identity_ceilings():
+    from fedface.summarize import attack_table
+
+    attack = {"threat": "server", "prior": "pca", "iterations": 10, "seconds": 1.0,
+              "scores": {"identity": {"cos": 0.8, "top1": 0.0, "srra": 0.0},
+                         "ceiling": {"truth": {"top1": 1.0, "srra": 0.25}, "prior_fit": {"top1": 0.125, "srra": 0.0}}}}
+    row = attack_table([("run", {"rounds": [{"round": 1, "attacks": [attack]}]})]).splitlines()[2]
+    assert "| 1.00 / 0.25; 0.12 / 0.00 |" in row
+    old = attack_table([("run", {"rounds": [{"round": 1, "attacks": [{**attack, "scores": {}}]}]})])
+    assert old.splitlines()[2].count("| - |") >= 1  # results from before the ceilings: a dash, not an error

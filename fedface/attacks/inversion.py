@@ -145,6 +145,12 @@ class FacePrior:
     def decode(self, coefficients: torch.Tensor) -> torch.Tensor:
         return (self.mean + coefficients @ self.basis).view(len(coefficients), 1, *self.size).clamp(-1, 1)
 
+    def fit(self, faces: torch.Tensor) -> torch.Tensor:
+        """The coefficients of each face's least-squares fit (faces (N, 1, H, W) in [-1, 1] at the prior's size):
+        the best picture this prior can draw of it."""
+        residual = faces.float().flatten(1) - self.mean
+        return torch.linalg.lstsq(self.basis.T, residual.T).solution.T
+
 
 class _Input(nn.Module):
     """The optimised input: a (low-resolution) free tensor, mapped to the model's input space."""

@@ -21,6 +21,7 @@ import torch
 
 from fedface.attacks.gradient import Generative, InversionConfig, Reconstruction, generative_prior
 from fedface.experiment.generators import attack_gan_prior
+from fedface.attacks.inversion import FacePrior
 from fedface.attacks.inversion import InversionConfig as CentreInversionConfig
 from fedface.attacks.inversion import invert_centres
 from fedface.attacks.invert_mask import to_image
@@ -66,8 +67,10 @@ def attack_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: AttackConf
     if records is not None:
         summary["scores"] = score_against_truth(rec, images, records, run_cfg, threat)
         if images is not None and people is not None:
-            summary["scores"]["identity"] = identity_scores(images, people, records, summary["scores"]["image"],
-                                                            rec, obs, run_cfg, run_dir)
+            judge = _judge(obs, run_cfg, run_dir)
+            summary["scores"]["identity"] = identity_scores(judge, images, people, records,
+                                                            summary["scores"]["image"], rec, obs)
+            summary["scores"]["ceiling"] = identity_ceilings(judge, people, records, run_cfg, icfg)
         _grid(out_dir / f"{threat.label}.png", rec, images, records, summary["scores"])
     atomic_write_json(out_dir / f"{threat.label}.json", summary)
     return summary
@@ -113,17 +116,20 @@ def _records(obs: Observation, run_dir: Path) -> tuple[list[StepRecord] | None, 
     return out, None if any(p is None for p in people) else torch.cat(people)
 
 
-def identity_scores(images: torch.Tensor, people: torch.Tensor, records: list[StepRecord], image_scores: dict,
-                    rec: Reconstruction, obs: Observation, run_cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Does each recovered face show its person? Judged against every training image of the federation
-    (``fedface.experiment.judge``): dlib COS / same person / top-1 among all training identities, and SRRA / top-1 on
-    the target system -- the global model the server sent this round behind the clients' protection (their key,
-    when the experimenter holds it). Whose face a recovered one should be: with a shared head, the class the attack
-    itself assigned it (its learned label: a shared head's class is a training identity) -- the attacker must name
-    the person; otherwise the person of the true image it was matched to in pixel space."""
+def _judge(obs: Observation, run_cfg: dict[str, Any], run_dir: Path) -> IdentityJudge:
+    """The one judge of a reply's pictures: every training image of the federation as gallery, the global model the
+    server sent this round behind the clients' protection (their key, when the experimenter holds it) as target."""
     gallery, labels = _gallery(json.dumps(run_cfg["data"], sort_keys=True), int(run_cfg["seed"]))
-    judge = IdentityJudge(gallery, labels, _target_system(obs, run_cfg, gallery), int(run_cfg["seed"]),
-                          cache=RunLayout(run_dir).judge_cache)
+    return IdentityJudge(gallery, labels, _target_system(obs, run_cfg, gallery), int(run_cfg["seed"]),
+                         cache=RunLayout(run_dir).judge_cache)
+
+
+def identity_scores(judge: IdentityJudge, images: torch.Tensor, people: torch.Tensor, records: list[StepRecord],
+                    image_scores: dict, rec: Reconstruction, obs: Observation) -> dict[str, Any]:
+    """Does each recovered face show its person? dlib COS / same person / top-1 among all training identities, and
+    SRRA / top-1 on the target system (``_judge``). Whose face a recovered one should be: with a shared head, the
+    class the attack itself assigned it (its learned label: a shared head's class is a training identity) -- the
+    attacker must name the person; otherwise the person of the true image it was matched to in pixel space."""
     if rec.soft_labels is not None and obs.has_head:
         slots = list(range(len(images)))
         claimed = torch.as_tensor(rec.label_set)[rec.soft_labels.argmax(dim=1)]
@@ -134,6 +140,22 @@ def identity_scores(images: torch.Tensor, people: torch.Tensor, records: list[St
         pairing = "pixel matching"
     pics = images[slots].float().reshape(len(slots), 1, *images.shape[-2:])
     return {**judge.score(pictures((pics / 127.5 - 1).clamp(-1, 1)), claimed), "pairing": pairing}
+
+
+def identity_ceilings(judge: IdentityJudge, people: torch.Tensor, records: list[StepRecord],
+                      run_cfg: dict[str, Any], icfg: InversionConfig) -> dict[str, Any]:
+    """What a gradient attack could at best score with the same judge: ``truth`` -- the attacked faces themselves
+    (a perfect reconstruction: on a weak target system even they may not pass its threshold); ``prior_fit`` (GGL
+    with the PCA prior) -- the prior's least-squares fit of each face, the best picture the attack can draw."""
+    true = truth(records)
+    faces = true["pixels"].float().reshape(len(true["pixels"]), 1, *true["pixels"].shape[-2:]) / 127.5 - 1
+    ids = people[list(_first_uses(records))]
+    out = {"truth": judge.score(pictures(faces), ids)}
+    aux = attacker_aux(run_cfg["data"], int(run_cfg["seed"]))
+    if icfg.prior == "pca" and aux is not None:
+        prior = FacePrior(aux[:, 0], icfg.components, icfg.seed)
+        out["prior_fit"] = judge.score(pictures(prior.decode(prior.fit(faces))), ids)
+    return out
 
 
 @functools.lru_cache(maxsize=2)

@@ -194,7 +194,8 @@ ROUND = {
     "delta": (NUM, False, "protect=dp_sgd: the delta of epsilon"),
     "central_dp": (dict, False, "federation.dp: clipping and noise of this round"),
     "secagg": (dict, False, "federation.secagg: the SecAgg+ round's facts"),
-    "attacks": (list, False, "attack=...: one entry per attacked reply (scores, floors, what the attacker assumed)"),
+    "attacks": (list, False, "attack=...: one entry per attacked reply (scores, floors, identity ceilings, what the "
+                             "attacker assumed)"),
     "trap_node": (int, False, "attack=imprint: the node whose reply the trap read"),
 }
 

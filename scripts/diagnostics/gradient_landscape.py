@@ -73,8 +73,7 @@ def main(overrides: list[str]) -> None:
     truth = [r.model_input for r in records]
 
     def fit(x: torch.Tensor) -> torch.Tensor:
-        coef = torch.linalg.lstsq(prior.basis.T, (x.flatten(1) - prior.mean).T).solution.T
-        return prior.decode(coef)
+        return prior.decode(prior.fit(x))
 
     def psnr(xs: list[torch.Tensor]) -> float:
         mse = torch.cat([(x - t).square().flatten() for x, t in zip(xs, truth)]).mean()
