@@ -78,11 +78,14 @@ class InversionConfig:
 @dataclass
 class Generative:
     """GGL's search space: a latent (slots, ``dim``) -> ``decode`` -> faces (slots, 1, H, W) in [-1, 1] ->
-    ``to_input`` (the attacker's copy of the protection) -> the model inputs the replayed steps train on."""
+    ``to_input`` (the attacker's copy of the protection) -> the model inputs the replayed steps train on. ``fit``
+    (linear priors only): each face's least-squares latent, the best face the prior can draw of it (the ceiling
+    scoring reports)."""
 
     decode: Callable[[torch.Tensor], torch.Tensor]
     dim: int
     to_input: Callable[[torch.Tensor], torch.Tensor]
+    fit: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -362,7 +365,7 @@ def generative_prior(cfg: InversionConfig, aux: torch.Tensor, protection: nn.Mod
     def to_input(faces: torch.Tensor) -> torch.Tensor:
         return protection((faces + 1) * 127.5, generator=torch.Generator().manual_seed(seed))
 
-    return Generative(prior.decode, prior.components, to_input), facts
+    return Generative(prior.decode, prior.components, to_input, prior.fit if cfg.prior == "pca" else None), facts
 
 
 def target_update(sent: Mapping[str, Any], returned: Mapping[str, Any], names: list[str]) -> dict[str, torch.Tensor]:

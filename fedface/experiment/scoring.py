@@ -21,7 +21,6 @@ import torch
 
 from fedface.attacks.gradient import Generative, InversionConfig, Reconstruction, generative_prior
 from fedface.experiment.generators import attack_gan_prior
-from fedface.attacks.inversion import FacePrior
 from fedface.attacks.inversion import InversionConfig as CentreInversionConfig
 from fedface.attacks.inversion import invert_centres
 from fedface.attacks.invert_mask import to_image
@@ -70,7 +69,7 @@ def attack_and_score(obs: Observation, run_cfg: dict[str, Any], acfg: AttackConf
             judge = _judge(obs, run_cfg, run_dir)
             summary["scores"]["identity"] = identity_scores(judge, images, people, records,
                                                             summary["scores"]["image"], rec, obs)
-            summary["scores"]["ceiling"] = identity_ceilings(judge, people, records, run_cfg, icfg)
+            summary["scores"]["ceiling"] = identity_ceilings(judge, people, records, generative)
         _grid(out_dir / f"{threat.label}.png", rec, images, records, summary["scores"])
     atomic_write_json(out_dir / f"{threat.label}.json", summary)
     return summary
@@ -143,18 +142,16 @@ def identity_scores(judge: IdentityJudge, images: torch.Tensor, people: torch.Te
 
 
 def identity_ceilings(judge: IdentityJudge, people: torch.Tensor, records: list[StepRecord],
-                      run_cfg: dict[str, Any], icfg: InversionConfig) -> dict[str, Any]:
+                      generative: Generative | None) -> dict[str, Any]:
     """What a gradient attack could at best score with the same judge: ``truth`` -- the attacked faces themselves
     (a perfect reconstruction: on a weak target system even they may not pass its threshold); ``prior_fit`` (GGL
-    with the PCA prior) -- the prior's least-squares fit of each face, the best picture the attack can draw."""
+    with a linear prior, PCA) -- the prior's least-squares fit of each face, the best picture the attack can draw."""
     true = truth(records)
     faces = true["pixels"].float().reshape(len(true["pixels"]), 1, *true["pixels"].shape[-2:]) / 127.5 - 1
     ids = people[list(_first_uses(records))]
     out = {"truth": judge.score(pictures(faces), ids)}
-    aux = attacker_aux(run_cfg["data"], int(run_cfg["seed"]))
-    if icfg.prior == "pca" and aux is not None:
-        prior = FacePrior(aux[:, 0], icfg.components, icfg.seed)
-        out["prior_fit"] = judge.score(pictures(prior.decode(prior.fit(faces))), ids)
+    if generative is not None and generative.fit is not None:
+        out["prior_fit"] = judge.score(pictures(generative.decode(generative.fit(faces))), ids)
     return out
 
 
